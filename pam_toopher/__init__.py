@@ -1,0 +1,35 @@
+"""pam_toopher: Toopher push two-factor authentication for PAM.
+
+The package root stays import-light on purpose: the PAM hook imports
+``pam_toopher.config`` and ``pam_toopher.flow`` on every sudo and ssh login,
+and a user the policy skips must not pay for importing requests.  The client
+names are therefore loaded lazily on first attribute access.
+"""
+
+__version__ = "0.1.0"
+
+_API_NAMES = (
+    "ToopherApi",
+    "ToopherApiError",
+    "ToopherUnavailableError",
+    "ToopherTLSError",
+    "MalformedResponseError",
+    "UserDisabledError",
+    "UserUnknownError",
+    "TerminalUnknownError",
+    "PairingDeactivatedError",
+    "PairingStatus",
+    "AuthenticationStatus",
+    "UserStatus",
+    "TerminalStatus",
+)
+
+__all__ = ["__version__", *_API_NAMES]
+
+
+def __getattr__(name):
+    if name in _API_NAMES:
+        from pam_toopher import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'pam_toopher' has no attribute {name!r}")
