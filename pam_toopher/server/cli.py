@@ -1,0 +1,200 @@
+"""``toopher-server``: run the server, manage requesters, play the phone, inject faults.
+
+Every command is a plain function of the parsed arguments; :func:`main`
+turns the project's errors (and OS/SQLite errors) into one line on stderr
+and a non-zero exit status.
+"""
+import argparse
+import os
+import shlex
+import signal
+import sqlite3
+import sys
+from typing import List, Optional
+
+from .errors import ServerError
+from .httpd import make_server
+from .phone import Phone
+from .store import FAULT_KINDS, PAIRING_RULE_ANSWERS, RULE_ANSWERS, Store
+
+PROG = "toopher-server"
+#: Used when --db is not given.
+DB_ENV = "TOOPHER_SERVER_DB"
+
+
+class UsageError(ServerError):
+    """Bad command line; exit status 2 like argparse."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # argparse prints the usage too; users get one line, and --help for more.
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _db(args) -> str:
+    path = getattr(args, "db", None) or os.environ.get(DB_ENV)
+    if not path:
+        raise UsageError(f"--db PATH is required (or set {DB_ENV})")
+    return path
+
+
+def _quoted(view: dict) -> str:
+    return " ".join(f"{name}={shlex.quote(str(value))}" for name, value in view.items()
+                    if name != "id")
+
+
+# -- commands ----------------------------------------------------------------------
+
+def cmd_serve(args) -> int:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    store = Store(_db(args))
+    server = make_server(store, args.host, args.port, args.tls_cert, args.tls_key)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    scheme = "https" if args.tls_cert else "http"
+    print(f"listening on {scheme}://{args.host}:{server.server_address[1]}/v1", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        store.close()
+    return 0
+
+
+def cmd_requester_create(args) -> int:
+    key, secret = Store(_db(args)).create_requester(args.name)
+    print(f"key={key}\nsecret={secret}")
+    return 0
+
+
+def cmd_requester_list(args) -> int:
+    for requester in Store(_db(args)).list_requesters():
+        print(f"{requester['key']} {shlex.quote(requester['name'])}")
+    return 0
+
+
+def cmd_phone(args) -> int:
+    phone = Phone(_db(args))
+    action = args.action
+    if action == "phrase":
+        print(phone.make_pairing_phrase(args.user))
+    elif action == "list":
+        for pairing in phone.pending_pairings():
+            print(f"pairing {pairing['id']} {_quoted(pairing)}")
+        for request in phone.pending_requests():
+            print(f"request {request['id']} {_quoted(request)}")
+    elif action == "approve":
+        phone.approve(args.id, **({"reason": args.reason} if args.reason else {}))
+    elif action == "deny":
+        phone.deny(args.id, **({"reason": args.reason} if args.reason else {}))
+    elif action == "accept-pairing":
+        phone.accept_pairing(args.id)
+    elif action == "refuse-pairing":
+        phone.refuse_pairing(args.id)
+    elif action == "rule":
+        if args.answer == "clear":
+            phone.clear_rule(args.user)
+        else:
+            phone.set_rule(args.user, args.answer, args.delay, args.automated)
+    elif action == "pairing-rule":
+        if args.answer == "clear":
+            phone.clear_pairing_rule(args.user)
+        else:
+            phone.set_pairing_rule(args.user, args.answer, args.delay)
+    elif action == "unpair":
+        phone.delete_pairing(args.user)
+    elif action == "otp":
+        print(phone.otp(args.user))
+    return 0
+
+
+def cmd_fault(args) -> int:
+    phone = Phone(_db(args))
+    if args.kind == "clear":
+        phone.clear_faults()
+    else:
+        phone.fault(args.kind, args.count, args.seconds)
+    return 0
+
+
+# -- argument parsing ----------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    # --db is accepted before or after the subcommand; SUPPRESS keeps a
+    # subparser's default from overwriting a value given earlier.
+    db = _Parser(add_help=False)
+    db.add_argument("--db", default=argparse.SUPPRESS, metavar="PATH",
+                    help=f"SQLite database file (default: ${DB_ENV})")
+    parser = _Parser(prog=PROG, parents=[db],
+                     description="Toopher-compatible API server with a phone simulator")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", parents=[db], help="run the API server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    serve.add_argument("--tls-cert", metavar="CERT")
+    serve.add_argument("--tls-key", metavar="KEY")
+    serve.set_defaults(func=cmd_serve)
+
+    requester = commands.add_parser("requester", parents=[db], help="manage API credentials")
+    requester_commands = requester.add_subparsers(dest="action", required=True,
+                                                  parser_class=_Parser)
+    create = requester_commands.add_parser("create", parents=[db],
+                                           help="print key=... and secret=... lines")
+    create.add_argument("name")
+    create.set_defaults(func=cmd_requester_create)
+    requester_commands.add_parser("list", parents=[db]).set_defaults(func=cmd_requester_list)
+
+    phone = commands.add_parser("phone", parents=[db], help="act as the Toopher app")
+    phone.set_defaults(func=cmd_phone)
+    actions = phone.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    actions.add_parser("phrase", parents=[db], help="make a pairing phrase").add_argument("user")
+    actions.add_parser("list", parents=[db], help="pending pairings and requests")
+    for name in ("approve", "deny"):
+        answer = actions.add_parser(name, parents=[db])
+        answer.add_argument("id")
+        answer.add_argument("--reason")
+    for name in ("accept-pairing", "refuse-pairing"):
+        actions.add_parser(name, parents=[db]).add_argument("id")
+    rule = actions.add_parser("rule", parents=[db], help="answer new requests automatically")
+    rule.add_argument("user")
+    rule.add_argument("answer", choices=RULE_ANSWERS + ("clear",))
+    rule.add_argument("--delay", type=float, default=0.0)
+    rule.add_argument("--automated", action="store_true")
+    pairing_rule = actions.add_parser("pairing-rule", parents=[db],
+                                      help="answer new pairings automatically")
+    pairing_rule.add_argument("user")
+    pairing_rule.add_argument("answer", choices=PAIRING_RULE_ANSWERS + ("clear",))
+    pairing_rule.add_argument("--delay", type=float, default=0.0)
+    actions.add_parser("unpair", parents=[db], help="delete the pairing on the phone"
+                       ).add_argument("user")
+    actions.add_parser("otp", parents=[db], help="print the current OTP").add_argument("user")
+
+    fault = commands.add_parser("fault", parents=[db], help="make the next answers misbehave")
+    fault.add_argument("kind", choices=FAULT_KINDS + ("clear",))
+    fault.add_argument("--count", type=int, default=1)
+    fault.add_argument("--seconds", type=float, default=1.0)
+    fault.set_defaults(func=cmd_fault)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UsageError as error:
+        print(f"{PROG}: error: {error.message}", file=sys.stderr)
+        return 2
+    except ServerError as error:
+        print(f"{PROG}: error: {error.message}", file=sys.stderr)
+        return 1
+    except (OSError, sqlite3.Error) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,626 @@
+"""SQLite state of the Toopher-compatible server.
+
+The HTTP server and the phone simulator (often another process: a test, or
+``toopher-server phone``) share one database file, so every rule about the
+objects lives here, once: the API handlers and the phone call the same
+methods.  WAL mode plus a busy timeout let the processes write concurrently;
+inside one process a lock serialises the single connection, which is simpler
+than a connection per thread and fast enough for a test server.
+
+Automatic answers (the phone's rules) are stored on the object when it is
+created (``auto_at``) and applied lazily by whoever reads it next, so nothing
+needs a timer thread and a waiting long poll can wake exactly when one is due.
+"""
+import secrets
+import sqlite3
+import string
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Callable, Dict, List, Optional, Tuple
+
+from . import totp
+from .errors import (PAIRING_DEACTIVATED, PAIRING_NOT_AUTHORIZED, TERMINAL_UNKNOWN,
+                     USER_DISABLED, USER_UNKNOWN, BadRequest, Conflict, Forbidden, NotFound)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requesters (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL,
+    key TEXT NOT NULL UNIQUE, secret TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nonces (
+    key TEXT NOT NULL, nonce TEXT NOT NULL, ts REAL NOT NULL,
+    PRIMARY KEY (key, nonce));
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY, requester_id TEXT NOT NULL, name TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1, UNIQUE (requester_id, name));
+CREATE TABLE IF NOT EXISTS phrases (
+    phrase TEXT PRIMARY KEY, user_name TEXT NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS pairings (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+    requester_id TEXT NOT NULL, user_id TEXT NOT NULL, via TEXT NOT NULL,
+    pending INTEGER NOT NULL DEFAULT 1, enabled INTEGER NOT NULL DEFAULT 0,
+    deactivated INTEGER NOT NULL DEFAULT 0,
+    totp_secret TEXT NOT NULL, last_otp_step INTEGER NOT NULL DEFAULT -1,
+    auto_accept INTEGER, auto_at REAL);
+CREATE TABLE IF NOT EXISTS terminals (
+    id TEXT PRIMARY KEY, requester_id TEXT NOT NULL, user_id TEXT NOT NULL,
+    name TEXT NOT NULL, identifier TEXT, UNIQUE (user_id, identifier));
+CREATE TABLE IF NOT EXISTS actions (
+    id TEXT PRIMARY KEY, requester_id TEXT NOT NULL, name TEXT NOT NULL,
+    UNIQUE (requester_id, name));
+CREATE TABLE IF NOT EXISTS auth_requests (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+    requester_id TEXT NOT NULL, user_id TEXT NOT NULL, pairing_id TEXT NOT NULL,
+    terminal_id TEXT NOT NULL, action_id TEXT NOT NULL,
+    pending INTEGER NOT NULL DEFAULT 1, granted INTEGER NOT NULL DEFAULT 0,
+    automated INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
+    reason_code INTEGER NOT NULL DEFAULT 0,
+    automation_allowed INTEGER NOT NULL, challenge_required INTEGER NOT NULL,
+    auto_grant INTEGER, auto_automated INTEGER, auto_at REAL);
+CREATE INDEX IF NOT EXISTS auth_requests_due ON auth_requests (pending, auto_at);
+CREATE TABLE IF NOT EXISTS auth_rules (
+    user_name TEXT PRIMARY KEY, answer TEXT NOT NULL,
+    delay REAL NOT NULL, automated INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pairing_rules (
+    user_name TEXT PRIMARY KEY, answer TEXT NOT NULL, delay REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS faults (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
+    remaining INTEGER NOT NULL, seconds REAL NOT NULL);
+"""
+
+#: Seconds a nonce is remembered; must cover the OAuth timestamp window.
+NONCE_MEMORY_SECONDS = 900
+#: Phone rule answers.
+RULE_ANSWERS = ("approve", "deny", "never")
+PAIRING_RULE_ANSWERS = ("accept", "refuse", "never")
+FAULT_KINDS = ("slow", "500", "502", "503", "429", "html", "truncate")
+
+# reason_code values (the historical numbering is not documented anywhere).
+REASON_PENDING = 0
+REASON_USER = 100
+REASON_RULE = 101
+REASON_OTP_VALID = 102
+REASON_OTP_INVALID = 103
+
+_KEY_ALPHABET = string.ascii_letters + string.digits
+_PHRASE_WORDS = ("apple", "river", "cobalt", "maple", "tiger", "orbit", "lemon", "harbor",
+                 "violet", "falcon", "pepper", "canyon", "silver", "meadow", "rocket", "walnut")
+
+_REQUEST_SELECT = """
+SELECT r.*, u.name AS user_name, u.enabled AS user_enabled,
+       t.name AS terminal_name, t.identifier AS terminal_identifier,
+       a.name AS action_name, q.name AS requester_name
+FROM auth_requests r JOIN users u ON u.id = r.user_id
+JOIN terminals t ON t.id = r.terminal_id JOIN actions a ON a.id = r.action_id
+JOIN requesters q ON q.id = r.requester_id
+"""
+_PAIRING_SELECT = """
+SELECT p.*, u.name AS user_name, u.enabled AS user_enabled, q.name AS requester_name
+FROM pairings p JOIN users u ON u.id = p.user_id JOIN requesters q ON q.id = p.requester_id
+"""
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _token(length: int) -> str:
+    return "".join(secrets.choice(_KEY_ALPHABET) for _ in range(length))
+
+
+def user_obj(user_id: str, name: str, enabled) -> dict:
+    return {"id": user_id, "name": name, "toopher_authentication_enabled": bool(enabled)}
+
+
+def _pairing_obj(row) -> dict:
+    return {"id": row["id"], "enabled": bool(row["enabled"]), "pending": bool(row["pending"]),
+            "user": user_obj(row["user_id"], row["user_name"], row["user_enabled"])}
+
+
+def _terminal_obj(terminal_id, name, identifier, user: dict) -> dict:
+    return {"id": terminal_id, "name": name, "requester_specified_id": identifier or "",
+            "user": user}
+
+
+def _request_obj(row) -> dict:
+    user = user_obj(row["user_id"], row["user_name"], row["user_enabled"])
+    return {
+        "id": row["id"], "pending": bool(row["pending"]), "granted": bool(row["granted"]),
+        "automated": bool(row["automated"]), "reason": row["reason"],
+        "reason_code": row["reason_code"],
+        "terminal": _terminal_obj(row["terminal_id"], row["terminal_name"],
+                                  row["terminal_identifier"], user),
+        "user": user, "action": {"id": row["action_id"], "name": row["action_name"]},
+    }
+
+
+def _phone_view(row) -> dict:
+    """What the phone app shows for a pending request (or pairing)."""
+    view = {"id": row["id"], "user": row["user_name"], "requester": row["requester_name"]}
+    if "terminal_name" in row.keys():
+        view.update(terminal=row["terminal_name"], action=row["action_name"])
+    return view
+
+
+class Store:
+    """All state of the server, in one SQLite database (a path or ``":memory:"``)."""
+
+    def __init__(self, path: str, clock: Callable[[], float] = time.time):
+        self.path = str(path)
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._changed = threading.Condition()
+        self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA busy_timeout = 10000")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        with self._lock:
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self, write: bool = True, quiet: bool = False):
+        # BEGIN IMMEDIATE takes the write lock up front: a read that later
+        # writes would otherwise fail with SQLITE_BUSY under concurrency.
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        # Wakes long polls; bookkeeping writes (nonces, faults) pass quiet=True
+        # so that fifty polling clients do not wake each other for nothing.
+        if write and not quiet:
+            with self._changed:
+                self._changed.notify_all()
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Sleep until this process writes something, or ``timeout`` passes.
+
+        Writes from other processes are not signalled; waiters re-read at
+        short intervals for those.
+        """
+        with self._changed:
+            self._changed.wait(max(0.0, timeout))
+
+    # -- requesters and OAuth ------------------------------------------------
+
+    def create_requester(self, name: str) -> Tuple[str, str]:
+        key, secret = _token(20), _token(40)
+        with self._tx() as db:
+            db.execute("INSERT INTO requesters VALUES (?, ?, ?, ?)", (_new_id(), name, key, secret))
+        return key, secret
+
+    def list_requesters(self) -> List[dict]:
+        with self._tx(write=False) as db:
+            rows = db.execute("SELECT name, key FROM requesters ORDER BY rowid").fetchall()
+        return [dict(row) for row in rows]
+
+    def requester_by_key(self, key: str) -> Optional[sqlite3.Row]:
+        with self._tx(write=False) as db:
+            return db.execute("SELECT * FROM requesters WHERE key = ?", (key,)).fetchone()
+
+    def nonce_seen(self, key: str, nonce: str) -> bool:
+        with self._tx(write=False) as db:
+            return db.execute("SELECT 1 FROM nonces WHERE key = ? AND nonce = ?",
+                              (key, nonce)).fetchone() is not None
+
+    def use_nonce(self, key: str, nonce: str) -> bool:
+        """Record a nonce of a verified request; False if it was used before."""
+        now = self.clock()
+        with self._tx(quiet=True) as db:
+            db.execute("DELETE FROM nonces WHERE ts < ?", (now - NONCE_MEMORY_SECONDS,))
+            cursor = db.execute("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", (key, nonce, now))
+            return cursor.rowcount == 1
+
+    # -- ownership helpers -----------------------------------------------------
+
+    @staticmethod
+    def _owned(row, requester_id: str, what: str):
+        if row is None:
+            raise NotFound(f"No such {what}")
+        if row["requester_id"] != requester_id:
+            raise Forbidden(f"This {what} belongs to another requester")
+        return row
+
+    @staticmethod
+    def _user_row(db, requester_id: str, name: str):
+        return db.execute("SELECT * FROM users WHERE requester_id = ? AND name = ?",
+                          (requester_id, name)).fetchone()
+
+    def _ensure_user(self, db, requester_id: str, name: str):
+        row = self._user_row(db, requester_id, name)
+        if row is None:
+            db.execute("INSERT INTO users (id, requester_id, name) VALUES (?, ?, ?)",
+                       (_new_id(), requester_id, name))
+            row = self._user_row(db, requester_id, name)
+        return row
+
+    # -- users -------------------------------------------------------------------
+
+    def create_user(self, requester_id: str, name: str) -> dict:
+        with self._tx() as db:
+            if self._user_row(db, requester_id, name) is not None:
+                raise Conflict("A user with this name already exists")
+            row = self._ensure_user(db, requester_id, name)
+        return user_obj(row["id"], row["name"], row["enabled"])
+
+    def find_users(self, requester_id: str, name: Optional[str] = None) -> List[dict]:
+        with self._tx(write=False) as db:
+            if name is None:
+                rows = db.execute("SELECT * FROM users WHERE requester_id = ? ORDER BY rowid",
+                                  (requester_id,)).fetchall()
+            else:
+                rows = [row for row in [self._user_row(db, requester_id, name)] if row]
+        return [user_obj(row["id"], row["name"], row["enabled"]) for row in rows]
+
+    def get_user(self, requester_id: str, user_id: str) -> dict:
+        with self._tx(write=False) as db:
+            row = db.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
+            self._owned(row, requester_id, "user")
+        return user_obj(row["id"], row["name"], row["enabled"])
+
+    def set_user_enabled(self, requester_id: str, user_id: str, enabled: bool) -> dict:
+        with self._tx() as db:
+            self._owned(db.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone(),
+                        requester_id, "user")
+            db.execute("UPDATE users SET enabled = ? WHERE id = ?", (int(enabled), user_id))
+        return self.get_user(requester_id, user_id)
+
+    def reset_user(self, requester_id: str, name: str) -> None:
+        """Forget the user's pairings, terminals and their requests."""
+        with self._tx() as db:
+            user = self._user_row(db, requester_id, name)
+            if user is None:
+                raise NotFound("No such user")
+            for table in ("auth_requests", "pairings", "terminals"):
+                db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user["id"],))
+
+    # -- pairings ---------------------------------------------------------------
+
+    def make_pairing_phrase(self, user_name: str) -> str:
+        """A phrase as the phone app displays it, valid for one pairing."""
+        while True:
+            phrase = "-".join([secrets.choice(_PHRASE_WORDS), secrets.choice(_PHRASE_WORDS),
+                               str(secrets.randbelow(900) + 100)])
+            with self._tx(quiet=True) as db:
+                cursor = db.execute("INSERT OR IGNORE INTO phrases (phrase, user_name) VALUES (?, ?)",
+                                    (phrase, user_name))
+                if cursor.rowcount == 1:
+                    return phrase
+
+    def create_pairing(self, requester_id: str, user_name: str, via: str,
+                       phrase: Optional[str] = None) -> dict:
+        """A pending pairing; ``via`` is "phrase" (needs a phone phrase), "sms" or "qr"."""
+        pairing_id = _new_id()
+        with self._tx() as db:
+            if via == "phrase":
+                used = db.execute("UPDATE phrases SET used = 1 WHERE phrase = ? AND used = 0",
+                                  (phrase.strip().lower(),))
+                if used.rowcount != 1:
+                    raise BadRequest("Invalid or already used pairing phrase")
+            user = self._ensure_user(db, requester_id, user_name)
+            rule = db.execute("SELECT * FROM pairing_rules WHERE user_name = ?",
+                              (user_name,)).fetchone()
+            auto_accept = auto_at = None
+            if rule is not None and rule["answer"] != "never":
+                auto_accept, auto_at = int(rule["answer"] == "accept"), self.clock() + rule["delay"]
+            db.execute("INSERT INTO pairings (id, requester_id, user_id, via, totp_secret,"
+                       " auto_accept, auto_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (pairing_id, requester_id, user["id"], via, totp.new_secret(),
+                        auto_accept, auto_at))
+        return self.get_pairing(requester_id, pairing_id)
+
+    def _settle_pairings(self, db, pairing_id: Optional[str] = None) -> None:
+        """Apply pairing rules that are due (all, or one pairing's)."""
+        where = "pending = 1 AND auto_at IS NOT NULL AND auto_at <= ?"
+        args = [self.clock()]
+        if pairing_id is not None:
+            where += " AND id = ?"
+            args.append(pairing_id)
+        db.execute(f"UPDATE pairings SET pending = 0, enabled = auto_accept WHERE {where}", args)
+
+    def _pairing_row(self, pairing_id: str):
+        with self._tx(write=False) as db:
+            row = db.execute(_PAIRING_SELECT + " WHERE p.id = ?", (pairing_id,)).fetchone()
+        if row is not None and row["pending"] and row["auto_at"] is not None \
+                and row["auto_at"] <= self.clock():
+            with self._tx() as db:
+                self._settle_pairings(db, pairing_id)
+                row = db.execute(_PAIRING_SELECT + " WHERE p.id = ?", (pairing_id,)).fetchone()
+        return row
+
+    def get_pairing(self, requester_id: str, pairing_id: str) -> dict:
+        return _pairing_obj(self._owned(self._pairing_row(pairing_id), requester_id, "pairing"))
+
+    def pairing_wake_at(self, pairing_id: str) -> Optional[float]:
+        """When a pending pairing's rule will answer it (for long polls)."""
+        row = self._pairing_row(pairing_id)
+        return row["auto_at"] if row is not None and row["pending"] else None
+
+    def pending_pairings(self, user_name: Optional[str] = None) -> List[dict]:
+        with self._tx() as db:
+            self._settle_pairings(db)
+            rows = db.execute(_PAIRING_SELECT + " WHERE p.pending = 1 AND (? IS NULL OR u.name = ?)"
+                              " ORDER BY p.seq", (user_name, user_name)).fetchall()
+        return [_phone_view(row) for row in rows]
+
+    def answer_pairing(self, pairing_id: str, accept: bool) -> None:
+        with self._tx() as db:
+            self._settle_pairings(db, pairing_id)
+            row = db.execute("SELECT pending FROM pairings WHERE id = ?", (pairing_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"No such pairing: {pairing_id}")
+            if not row["pending"]:
+                raise Conflict(f"Pairing {pairing_id} is not pending")
+            db.execute("UPDATE pairings SET pending = 0, enabled = ? WHERE id = ?",
+                       (int(accept), pairing_id))
+
+    def deactivate_pairings(self, user_name: str) -> int:
+        """The user deletes the pairing in the phone app; returns how many."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE pairings SET enabled = 0, deactivated = 1 WHERE enabled = 1 AND user_id IN"
+                " (SELECT id FROM users WHERE name = ?)", (user_name,))
+            if cursor.rowcount == 0:
+                raise NotFound(f"No active pairing for {user_name}")
+            return cursor.rowcount
+
+    def current_otp(self, user_name: str) -> str:
+        with self._tx(write=False) as db:
+            row = db.execute(_PAIRING_SELECT + " WHERE u.name = ? AND p.enabled = 1"
+                             " ORDER BY p.seq DESC LIMIT 1", (user_name,)).fetchone()
+        if row is None:
+            raise NotFound(f"No active pairing for {user_name}")
+        return totp.code_at(row["totp_secret"], self.clock())
+
+    def set_pairing_rule(self, user_name: str, answer: str, delay: float = 0.0) -> None:
+        if answer not in PAIRING_RULE_ANSWERS:
+            raise BadRequest(f"pairing rule answer must be one of {', '.join(PAIRING_RULE_ANSWERS)}")
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO pairing_rules VALUES (?, ?, ?)",
+                       (user_name, answer, float(delay)))
+
+    def clear_pairing_rule(self, user_name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM pairing_rules WHERE user_name = ?", (user_name,))
+
+    # -- terminals and actions ------------------------------------------------------
+
+    def create_terminal(self, requester_id: str, user_name: str, name: str,
+                        identifier: Optional[str]) -> dict:
+        """Name the user's terminal; idempotent for a known identifier."""
+        with self._tx() as db:
+            user = self._user_row(db, requester_id, user_name)
+            if user is None:
+                raise Conflict("No matching user exists", code=USER_UNKNOWN)
+            terminal = self._find_or_create_terminal(db, user, name, identifier, rename=True)
+        return _terminal_obj(terminal["id"], terminal["name"], terminal["identifier"],
+                             user_obj(user["id"], user["name"], user["enabled"]))
+
+    @staticmethod
+    def _find_terminal(db, user, name: Optional[str], identifier: Optional[str]):
+        if identifier is not None:
+            return db.execute("SELECT * FROM terminals WHERE user_id = ? AND identifier = ?",
+                              (user["id"], identifier)).fetchone()
+        return db.execute("SELECT * FROM terminals WHERE user_id = ? AND name = ?"
+                          " ORDER BY rowid LIMIT 1", (user["id"], name)).fetchone()
+
+    def _find_or_create_terminal(self, db, user, name, identifier, rename=False):
+        row = self._find_terminal(db, user, name, identifier)
+        if row is None:
+            db.execute("INSERT INTO terminals VALUES (?, ?, ?, ?, ?)",
+                       (_new_id(), user["requester_id"], user["id"], name or identifier, identifier))
+        elif rename and name and row["name"] != name:
+            db.execute("UPDATE terminals SET name = ? WHERE id = ?", (name, row["id"]))
+        return self._find_terminal(db, user, name or identifier, identifier)
+
+    def get_terminal(self, requester_id: str, terminal_id: str) -> dict:
+        with self._tx(write=False) as db:
+            row = self._owned(db.execute("SELECT * FROM terminals WHERE id = ?",
+                                         (terminal_id,)).fetchone(), requester_id, "terminal")
+            user = db.execute("SELECT * FROM users WHERE id = ?", (row["user_id"],)).fetchone()
+        return _terminal_obj(row["id"], row["name"], row["identifier"],
+                             user_obj(user["id"], user["name"], user["enabled"]))
+
+    @staticmethod
+    def _action_id(db, requester_id: str, name: str) -> str:
+        db.execute("INSERT OR IGNORE INTO actions VALUES (?, ?, ?)", (_new_id(), requester_id, name))
+        return db.execute("SELECT id FROM actions WHERE requester_id = ? AND name = ?",
+                          (requester_id, name)).fetchone()["id"]
+
+    # -- authentication requests -------------------------------------------------------
+
+    def initiate(self, requester_id: str, *, pairing_id: Optional[str] = None,
+                 user_name: Optional[str] = None, terminal_name: Optional[str] = None,
+                 terminal_id: Optional[str] = None, action_name: str = "Log in",
+                 automation_allowed: bool = True, challenge_required: bool = False,
+                 otp: Optional[str] = None) -> dict:
+        """Create an authentication request, by pairing id or (zero-storage) by user name."""
+        request_id = _new_id()
+        with self._tx() as db:
+            if pairing_id is not None:
+                pairing = self._owned(db.execute("SELECT * FROM pairings WHERE id = ?",
+                                                 (pairing_id,)).fetchone(), requester_id, "pairing")
+                user = db.execute("SELECT * FROM users WHERE id = ?", (pairing["user_id"],)).fetchone()
+                self._check_user_enabled(user)
+                if pairing["deactivated"]:
+                    raise Conflict("Pairing has been deactivated", code=PAIRING_DEACTIVATED)
+                if not pairing["enabled"]:
+                    raise Conflict("Pairing has not been authorized", code=PAIRING_NOT_AUTHORIZED)
+                terminal = self._find_or_create_terminal(
+                    db, user, terminal_name or "Unnamed terminal", terminal_id)
+            else:
+                user, pairing, terminal = self._resolve_zero_storage(
+                    db, requester_id, user_name, terminal_name, terminal_id)
+            auto_grant = auto_automated = auto_at = None
+            rule = db.execute("SELECT * FROM auth_rules WHERE user_name = ?",
+                              (user["name"],)).fetchone()
+            # A rule the app applies on its own (automated) is what the
+            # requester forbids with automation_allowed=false.
+            if rule is not None and rule["answer"] != "never" and \
+                    (automation_allowed or not rule["automated"]):
+                auto_grant, auto_automated = int(rule["answer"] == "approve"), rule["automated"]
+                auto_at = self.clock() + rule["delay"]
+            db.execute(
+                "INSERT INTO auth_requests (id, requester_id, user_id, pairing_id, terminal_id,"
+                " action_id, automation_allowed, challenge_required, auto_grant, auto_automated,"
+                " auto_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (request_id, requester_id, user["id"], pairing["id"], terminal["id"],
+                 self._action_id(db, requester_id, action_name), int(automation_allowed),
+                 int(challenge_required), auto_grant, auto_automated, auto_at))
+            if otp is not None:
+                self._resolve_by_otp(db, request_id, pairing, otp)
+        return self.get_request(requester_id, request_id)
+
+    @staticmethod
+    def _check_user_enabled(user) -> None:
+        if not user["enabled"]:
+            raise Conflict("Toopher authentication is disabled for this user", code=USER_DISABLED)
+
+    def _resolve_zero_storage(self, db, requester_id, user_name, terminal_name, identifier):
+        """The documented order: 704, 705, 706, 707, else the request can be made."""
+        user = self._user_row(db, requester_id, user_name)
+        if user is not None:
+            self._check_user_enabled(user)
+        # A pairing the phone deleted still counts here so that it answers 707, not 705.
+        pairing = user and db.execute(
+            "SELECT * FROM pairings WHERE user_id = ? AND pending = 0 AND"
+            " (enabled = 1 OR deactivated = 1) ORDER BY seq DESC LIMIT 1", (user["id"],)).fetchone()
+        if not pairing:
+            raise Conflict("No matching user exists", code=USER_UNKNOWN)
+        if identifier is None and terminal_name is None:
+            raise BadRequest("A terminal identifier (terminal_name_extra) is required")
+        terminal = self._find_terminal(db, user, terminal_name, identifier)
+        if terminal is None:
+            raise Conflict("The requester has no terminal with this identifier for the user",
+                           code=TERMINAL_UNKNOWN)
+        if pairing["deactivated"]:
+            raise Conflict("Pairing has been deactivated", code=PAIRING_DEACTIVATED)
+        return user, pairing, terminal
+
+    def _resolve_by_otp(self, db, request_id: str, pairing, code: str) -> None:
+        step = totp.matching_step(pairing["totp_secret"], code, self.clock())
+        if step is not None:
+            # Conditional update: of two concurrent uses of one code, one wins.
+            used = db.execute("UPDATE pairings SET last_otp_step = ? WHERE id = ? AND"
+                              " last_otp_step < ?", (step, pairing["id"], step))
+            if used.rowcount != 1:
+                step = None
+        granted = step is not None
+        db.execute("UPDATE auth_requests SET pending = 0, granted = ?, automated = 0, reason = ?,"
+                   " reason_code = ? WHERE id = ?",
+                   (int(granted), "valid otp" if granted else "invalid otp",
+                    REASON_OTP_VALID if granted else REASON_OTP_INVALID, request_id))
+
+    def otp_auth(self, requester_id: str, request_id: str, code: str) -> dict:
+        with self._tx() as db:
+            row = self._owned(db.execute("SELECT * FROM auth_requests WHERE id = ?",
+                                         (request_id,)).fetchone(), requester_id,
+                              "authentication request")
+            if not row["pending"]:
+                raise BadRequest("Authentication request is no longer pending")
+            pairing = db.execute("SELECT * FROM pairings WHERE id = ?", (row["pairing_id"],)).fetchone()
+            self._resolve_by_otp(db, request_id, pairing, code)
+        return self.get_request(requester_id, request_id)
+
+    def _settle_requests(self, db, request_id: Optional[str] = None) -> None:
+        """Apply phone rules whose delay has passed (all, or one request's)."""
+        where = "pending = 1 AND auto_at IS NOT NULL AND auto_at <= ?"
+        args = [self.clock()]
+        if request_id is not None:
+            where += " AND id = ?"
+            args.append(request_id)
+        db.execute(
+            "UPDATE auth_requests SET pending = 0, granted = auto_grant, automated = auto_automated,"
+            " reason = CASE auto_grant WHEN 1 THEN 'approved by rule' ELSE 'denied by rule' END,"
+            f" reason_code = {REASON_RULE} WHERE {where}", args)
+
+    def _request_row(self, request_id: str):
+        with self._tx(write=False) as db:
+            row = db.execute(_REQUEST_SELECT + " WHERE r.id = ?", (request_id,)).fetchone()
+        if row is not None and row["pending"] and row["auto_at"] is not None \
+                and row["auto_at"] <= self.clock():
+            with self._tx() as db:
+                self._settle_requests(db, request_id)
+                row = db.execute(_REQUEST_SELECT + " WHERE r.id = ?", (request_id,)).fetchone()
+        return row
+
+    def get_request(self, requester_id: str, request_id: str) -> dict:
+        row = self._owned(self._request_row(request_id), requester_id, "authentication request")
+        return _request_obj(row)
+
+    def request_wake_at(self, request_id: str) -> Optional[float]:
+        """When a pending request's rule will answer it (for long polls)."""
+        row = self._request_row(request_id)
+        return row["auto_at"] if row is not None and row["pending"] else None
+
+    def pending_requests(self, user_name: Optional[str] = None) -> List[dict]:
+        with self._tx() as db:
+            self._settle_requests(db)
+            rows = db.execute(_REQUEST_SELECT + " WHERE r.pending = 1 AND (? IS NULL OR u.name = ?)"
+                              " ORDER BY r.seq", (user_name, user_name)).fetchall()
+        return [_phone_view(row) for row in rows]
+
+    def answer_request(self, request_id: str, granted: bool, reason: str,
+                       automated: bool = False) -> None:
+        with self._tx() as db:
+            self._settle_requests(db, request_id)
+            row = db.execute("SELECT pending FROM auth_requests WHERE id = ?",
+                             (request_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"No such authentication request: {request_id}")
+            if not row["pending"]:
+                raise Conflict(f"Authentication request {request_id} is not pending")
+            db.execute("UPDATE auth_requests SET pending = 0, granted = ?, automated = ?,"
+                       " reason = ?, reason_code = ? WHERE id = ?",
+                       (int(granted), int(automated), reason,
+                        REASON_RULE if automated else REASON_USER, request_id))
+
+    def set_rule(self, user_name: str, answer: str, delay: float = 0.0,
+                 automated: bool = False) -> None:
+        if answer not in RULE_ANSWERS:
+            raise BadRequest(f"rule answer must be one of {', '.join(RULE_ANSWERS)}")
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO auth_rules VALUES (?, ?, ?, ?)",
+                       (user_name, answer, float(delay), int(automated)))
+
+    def clear_rule(self, user_name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM auth_rules WHERE user_name = ?", (user_name,))
+
+    # -- fault switches ------------------------------------------------------------
+
+    def add_fault(self, kind: str, count: int = 1, seconds: float = 1.0) -> None:
+        if kind not in FAULT_KINDS:
+            raise BadRequest(f"fault kind must be one of {', '.join(FAULT_KINDS)}")
+        if count < 1 or seconds < 0:
+            raise BadRequest("fault count must be at least 1 and seconds not negative")
+        with self._tx() as db:
+            db.execute("INSERT INTO faults (kind, remaining, seconds) VALUES (?, ?, ?)",
+                       (kind, int(count), float(seconds)))
+
+    def take_fault(self) -> Optional[Dict[str, object]]:
+        """Consume one use of the oldest active fault, if any."""
+        with self._tx(write=False) as db:
+            if db.execute("SELECT 1 FROM faults WHERE remaining > 0 LIMIT 1").fetchone() is None:
+                return None
+        with self._tx(quiet=True) as db:
+            row = db.execute("SELECT * FROM faults WHERE remaining > 0 ORDER BY seq LIMIT 1").fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE faults SET remaining = remaining - 1 WHERE seq = ?", (row["seq"],))
+            db.execute("DELETE FROM faults WHERE remaining <= 0")
+        return {"kind": row["kind"], "seconds": row["seconds"]}
+
+    def clear_faults(self) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM faults")

@@ -1,0 +1,199 @@
+"""A real Toopher-compatible server in a subprocess, for tests.
+
+    from tests.support.server import RunningServer, toopher_server
+
+    def test_login(toopher_server):
+        srv = toopher_server               # started, with a requester
+        srv.url, srv.key, srv.secret       # "http://127.0.0.1:PORT/v1", credentials
+        srv.phone.make_pairing_phrase("alice")
+
+    with RunningServer(tls=True) as srv:   # HTTPS with a throwaway CA
+        srv.ca_cert_path                   # trust this one
+        srv.untrusted_ca_cert_path         # a different CA: verification must fail
+
+The subprocess is ``/usr/bin/python3 -m pam_toopher.server serve`` on a free
+port; it is killed at teardown, also when the test fails.
+"""
+import os
+import select
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Tuple
+
+import pytest
+
+from pam_toopher.server.phone import Phone
+from pam_toopher.server.store import Store
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PYTHON = "/usr/bin/python3"
+START_TIMEOUT = 15.0
+
+
+def server_command(*args: str) -> list:
+    """argv of ``toopher-server ARGS`` from this checkout."""
+    return [PYTHON, "-m", "pam_toopher.server", *args]
+
+
+def server_env() -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+    env.pop("TOOPHER_SERVER_DB", None)
+    return env
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_ca(directory: Path, name: str) -> Tuple[Path, Path]:
+    """A self-signed CA certificate and key in ``directory``."""
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-days", "2", "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert),
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    return cert, key
+
+
+def make_server_cert(directory: Path, ca: Tuple[Path, Path], name: str = "server") -> Tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost signed by ``ca``."""
+    cert, key, csr = (directory / f"{name}.pem", directory / f"{name}.key",
+                      directory / f"{name}.csr")
+    extensions = directory / f"{name}.ext"
+    extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                          "basicConstraints=critical,CA:FALSE\n"
+                          "keyUsage=critical,digitalSignature\n"
+                          "extendedKeyUsage=serverAuth\n")
+    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(csr))
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+             "-CAcreateserial", "-days", "2", "-extfile", str(extensions), "-out", str(cert))
+    return cert, key
+
+
+class RunningServer:
+    """``toopher-server serve`` in a subprocess, with a requester and a Phone.
+
+    Attributes: url, db_path, key, secret, phone, port, tls, ca_cert_path,
+    untrusted_ca_cert_path (TLS only), log_path (the server's stderr).
+    """
+
+    def __init__(self, directory: Optional[str] = None, tls: bool = False):
+        self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="toopher-server-")
+        self.directory = Path(directory or self._tmp.name)
+        self.db_path = str(self.directory / "toopher.db")
+        self.log_path = str(self.directory / "server.log")
+        self.tls = tls
+        self.port = 0
+        self.url = None
+        self.ca_cert_path = self.untrusted_ca_cert_path = None
+        self._cert = None
+        self._process = None
+        if tls:
+            ca = make_ca(self.directory, "test-ca")
+            self._cert = make_server_cert(self.directory, ca)
+            self.ca_cert_path = str(ca[0])
+            self.untrusted_ca_cert_path = str(make_ca(self.directory, "other-ca")[0])
+        self.phone = Phone(self.db_path)
+        self.key, self.secret = self.new_requester("test requester")
+
+    def new_requester(self, name: str) -> Tuple[str, str]:
+        """Credentials (key, secret) of a new requester."""
+        store = Store(self.db_path)
+        try:
+            return store.create_requester(name)
+        finally:
+            store.close()
+
+    def start(self) -> "RunningServer":
+        args = ["serve", "--db", self.db_path, "--host", "127.0.0.1", "--port", str(self.port)]
+        if self._cert:
+            args += ["--tls-cert", str(self._cert[0]), "--tls-key", str(self._cert[1])]
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(server_command(*args), cwd=REPO_ROOT, env=server_env(),
+                                             stdout=subprocess.PIPE, stderr=log)
+        line = self._read_line(START_TIMEOUT)
+        if not line.startswith("listening on "):
+            self.stop()
+            raise RuntimeError(f"server did not start: {line!r}; log: {self.log()}")
+        self.url = line[len("listening on "):]
+        # Kept, so restart() comes back at the same URL clients were given.
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+        return self
+
+    def _read_line(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        pipe = self._process.stdout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([pipe], [], [], 0.1)
+            if ready:
+                return pipe.readline().decode(errors="replace").strip()
+            if self._process.poll() is not None:
+                return f"exited with status {self._process.returncode}"
+        return "timed out"
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        process.stdout.close()
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and database."""
+        self.stop()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log(self) -> str:
+        return Path(self.log_path).read_text(errors="replace") if os.path.exists(self.log_path) else ""
+
+    def close(self) -> None:
+        self.stop()
+        self.phone.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> "RunningServer":
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+@pytest.fixture
+def toopher_server():
+    """A fresh server (own database, own port) for one test."""
+    with RunningServer() as server:
+        yield server
+
+
+@pytest.fixture
+def toopher_tls_server():
+    """Like toopher_server, over HTTPS; see ca_cert_path and untrusted_ca_cert_path."""
+    with RunningServer(tls=True) as server:
+        yield server
