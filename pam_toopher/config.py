@@ -1,0 +1,317 @@
+"""The module's configuration file: read it safely, validate every option.
+
+The file (default ``/etc/security/toopher.conf``) holds the consumer secret,
+so it must be owned by root and closed to group and others; the check is
+made with ``fstat`` on the descriptor that is then read, so the file cannot
+be swapped between check and use.  The format is a small INI dialect parsed
+here rather than by configparser, so every error names the file, the line
+and the key, and a ``%`` in a secret means nothing special::
+
+    [toopher]
+    # comment
+    key = value
+
+Any problem raises :class:`ConfigError`; the module then refuses to run
+(PAM_SERVICE_ERR) whatever ``failmode`` says, because a config that cannot
+be trusted cannot tell us to fail open either.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import stat
+import string
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Tuple
+from urllib.parse import urlsplit
+
+from pam_toopher.text import sanitize
+
+__all__ = ["ConfigError", "Config", "Secret", "DEFAULT_PATH", "load_config", "parse_config",
+           "ACTION_FIELDS", "LOGIN_GRACE_TIME_LIMIT"]
+
+DEFAULT_PATH = "/etc/security/toopher.conf"
+SECTION = "toopher"
+# sshd's default LoginGraceTime is 120 s; the wait for the phone plus one
+# last HTTP call must end well before sshd kills the login.
+LOGIN_GRACE_TIME_LIMIT = 110.0
+MAX_HTTP_TIMEOUT = 60.0
+MAX_FILE_BYTES = 64 * 1024
+# The names an ``action`` template may use; see ``flow.describe_action``.
+ACTION_FIELDS = frozenset({"service", "user", "rhost", "tty", "command", "host"})
+LOOPBACK_HOSTS = frozenset({"localhost"})
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says where and why."""
+
+
+class Secret:
+    """A string that never shows itself: repr and str are ``***``.
+
+    Only :meth:`reveal` gives the value, at the one place that signs requests.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self):  # never pickled into a crash dump or cache
+        raise TypeError("a Secret cannot be pickled")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings; see config/toopher.conf.example for each option."""
+
+    path: str
+    api_url: str
+    consumer_key: str
+    consumer_secret: Secret
+    ca_bundle: Optional[str] = None
+    http_timeout: float = 10.0
+    auth_timeout: float = 60.0
+    failmode: str = "secure"
+    users: Tuple[str, ...] = ("*",)
+    groups: Tuple[str, ...] = ("*",)
+    unpaired: str = "deny"
+    terminal_id: str = field(default_factory=socket.gethostname)
+    terminal_name: str = field(default_factory=socket.gethostname)
+    action: Optional[str] = None
+    automation_allowed: bool = False
+    otp_fallback: bool = True
+    audit_log: Optional[str] = None
+    debug: bool = False
+
+
+# ------------------------------------------------------------ value parsers
+# Each takes the stripped text of a value and returns the typed value or
+# raises ValueError with a message that does not repeat the value (it may be
+# the secret).
+
+def _text(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _secret(value: str) -> Secret:
+    return Secret(_text(value))
+
+
+_TRUE = {"yes", "true", "on", "1"}
+_FALSE = {"no", "false", "off", "0"}
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError("must be yes or no")
+
+
+def _seconds(minimum: float, below: float, why: str = "") -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise ValueError("must be a number of seconds") from None
+        if not minimum <= seconds < below:  # also rejects nan
+            raise ValueError(f"must be at least {minimum:g} and below {below:g} seconds{why}")
+        return seconds
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.lower() not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return value.lower()
+    return parse
+
+
+def _patterns(value: str) -> Tuple[str, ...]:
+    patterns = tuple(value.split())
+    if not patterns:
+        raise ValueError("must name at least one pattern (use * for everyone)")
+    if any(p == "!" for p in patterns):
+        raise ValueError("a lone ! must be followed by a pattern")
+    return patterns
+
+
+def _api_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("must be an https:// URL such as https://api.toopher.com/v1/")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError("must use https:// (plain http is allowed only for "
+                         "127.0.0.1, ::1 and localhost)")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("must not contain credentials, a query or a fragment")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _existing_path(value: str) -> str:
+    if not os.path.isabs(value):
+        raise ValueError("must be an absolute path")
+    if not os.path.exists(value):
+        raise ValueError("names a file that does not exist")
+    return value
+
+
+def _absolute_path(value: str) -> str:
+    if not os.path.isabs(value):
+        raise ValueError("must be an absolute path")
+    return value
+
+
+def _action_template(value: str) -> str:
+    try:
+        parsed = list(string.Formatter().parse(value))
+    except ValueError:
+        raise ValueError("has unbalanced { or }") from None
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        # Plain names only: {user.__class__} or {0} would reach into objects.
+        if name not in ACTION_FIELDS or spec or conversion:
+            raise ValueError("may use only " + ", ".join(
+                "{" + f + "}" for f in sorted(ACTION_FIELDS)))
+    return value
+
+
+_PARSERS: Dict[str, Callable[[str], object]] = {
+    "api_url": _api_url,
+    "consumer_key": _text,
+    "consumer_secret": _secret,
+    "ca_bundle": _existing_path,
+    "http_timeout": _seconds(1, MAX_HTTP_TIMEOUT),
+    "auth_timeout": _seconds(
+        1, LOGIN_GRACE_TIME_LIMIT,
+        " (sshd's LoginGraceTime, 120 s by default, ends the login before a longer wait)"),
+    "failmode": _choice("secure", "safe"),
+    "users": _patterns,
+    "groups": _patterns,
+    "unpaired": _choice("deny", "pair", "allow"),
+    "terminal_id": _text,
+    "terminal_name": _text,
+    "action": _action_template,
+    "automation_allowed": _boolean,
+    "otp_fallback": _boolean,
+    "audit_log": _absolute_path,
+    "debug": _boolean,
+}
+REQUIRED = ("api_url", "consumer_key", "consumer_secret")
+
+
+# ------------------------------------------------------------------ parsing
+
+def parse_config(text: str, path: str) -> Config:
+    """The Config described by ``text`` (the contents of ``path``)."""
+    values: Dict[str, object] = {}
+    seen_at: Dict[str, int] = {}
+    in_section = False
+    for number, raw_line in enumerate(text.splitlines(), start=1):
+        line = raw_line.strip()
+        where = f"{path}, line {number}"
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            if not line.endswith("]"):
+                raise ConfigError(f"{where}: a section header must end with ]")
+            name = line[1:-1].strip()
+            if name != SECTION:
+                raise ConfigError(f"{where}: unknown section [{sanitize(name, 40)}]; "
+                                  f"the only section is [{SECTION}]")
+            in_section = True
+            continue
+        key, equals, value = line.partition("=")
+        key = key.strip().lower()
+        if not equals or not key:
+            raise ConfigError(f"{where}: expected 'key = value'")
+        if not in_section:
+            raise ConfigError(f"{where}: key '{sanitize(key, 40)}' comes before "
+                              f"the [{SECTION}] section header")
+        if key not in _PARSERS:
+            raise ConfigError(f"{where}: unknown key '{sanitize(key, 40)}'")
+        if key in seen_at:
+            raise ConfigError(f"{where}: key '{key}' is already set on line {seen_at[key]}")
+        try:
+            values[key] = _PARSERS[key](value.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{where}: key '{key}' {exc}") from None
+        seen_at[key] = number
+    missing = [k for k in REQUIRED if k not in values]
+    if missing:
+        raise ConfigError(f"{path}: missing required key(s): {', '.join(missing)}")
+    return Config(path=path, **values)  # type: ignore[arg-type]
+
+
+def load_config(path: str = DEFAULT_PATH, *, require_root_owner: bool = True) -> Config:
+    """Open, check and parse the configuration file at ``path``.
+
+    ``require_root_owner`` is for tests run as a normal user only; the module
+    and the admin command always require root ownership.
+    """
+    try:
+        # O_NOFOLLOW: a symlink planted in place of the file is refused;
+        # O_NONBLOCK: a FIFO planted there cannot hang the login.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (copy config/toopher.conf.example "
+                          "there and fill in the credentials)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot open: {exc.strerror}") from None
+    try:
+        _check_file_is_private(os.fstat(fd), path, require_root_owner)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}, line {line}: not valid UTF-8") from None
+    return parse_config(text, path)
+
+
+def _check_file_is_private(info: os.stat_result, path: str, require_root_owner: bool) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path}: not a regular file")
+    if require_root_owner and info.st_uid != 0:
+        raise ConfigError(f"{path}: must be owned by root (it is owned by uid {info.st_uid}); "
+                          f"run: chown root:root {path}")
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{path}: must not be readable or writable by group or others "
+                          f"(mode is {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}")

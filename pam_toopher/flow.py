@@ -1,0 +1,468 @@
+"""The story of one login, from "who is this" to one recorded decision.
+
+Nothing here knows PAM: the hook (pam_hook.py) and the admin command
+(cli.py) hand in a :class:`LoginRequest`, a :class:`Conversation` to talk to
+the person, a factory for the API client and a clock, and get back a
+:class:`Decision`.  Read :func:`run` and :func:`decide` top to bottom.
+
+The HTTP stack is imported only once the policy has decided that this user
+needs a second factor: a user the module steps aside for must not pay the
+~190 ms that requests and requests-oauthlib cost to import.
+"""
+
+from __future__ import annotations
+
+import enum
+import grp
+import os
+import pwd
+import time
+import traceback
+from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
+from typing import Any, Callable, Optional, Protocol, Sequence, Tuple, TypeVar
+
+from pam_toopher.audit import (LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING,
+                               AuditTrail, format_fields)
+from pam_toopher.config import Config, ConfigError, load_config
+from pam_toopher.text import sanitize
+
+__all__ = ["Outcome", "LoginRequest", "Decision", "Conversation", "Clock", "SystemClock",
+           "Account", "lookup_account", "needs_second_factor", "describe_action",
+           "default_api_factory", "wait_until_answered", "decide", "run", "audit_fields"]
+
+# A long poll asks the server to hold a pending answer this long; short
+# enough that a lost connection is noticed, long enough to cost ~0.1 req/s.
+MAX_LONG_POLL = 10.0
+# A server without long poll answers at once: poll no faster than this.
+POLL_INTERVAL = 1.0
+# Total time the client may spend retrying one call during a login: an
+# outage should reach failmode quickly rather than eat the user's wait.
+RETRY_BUDGET = 3.0
+MAX_ACTION_LENGTH = 200
+OTP_LENGTH = 6
+
+
+class Outcome(enum.Enum):
+    """How a login ended; the value is what the audit line says."""
+
+    GRANTED = "granted"                    # the phone (or a valid OTP) approved our request
+    DENIED = "denied"                      # the phone said no
+    TIMEOUT = "timeout"                    # no answer within auth_timeout
+    WRONG_OTP = "wrong_otp"                # the typed code was not valid
+    SKIPPED = "skipped"                    # the policy does not ask this user for 2FA
+    DISABLED = "disabled"                  # Toopher is switched off for this user (704)
+    UNPAIRED_ALLOWED = "unpaired_allowed"  # not paired, unpaired = allow
+    UNPAIRED_DENIED = "unpaired_denied"    # not paired, unpaired = deny (or pairing declined)
+    PAIRING_FAILED = "pairing_failed"      # inline pairing refused or rejected
+    UNAVAILABLE = "unavailable"            # service unreachable, failmode = secure
+    FAILED_OPEN = "failed_open"            # service unreachable, failmode = safe
+    TLS_ERROR = "tls_error"                # certificate did not verify: never fails open
+    API_ERROR = "api_error"                # 401, other 4xx, malformed answer
+    CONFIG_ERROR = "config_error"          # config missing, insecure or invalid
+    USER_UNKNOWN = "user_unknown"          # not an account on this host
+    INTERNAL_ERROR = "internal_error"      # a bug; the traceback goes to syslog
+
+
+# Allowing without a second factor is the exception, so it is listed.
+ALLOWING_OUTCOMES = frozenset({Outcome.GRANTED, Outcome.FAILED_OPEN})
+_SEVERITY = {
+    Outcome.GRANTED: LOG_INFO, Outcome.SKIPPED: LOG_INFO, Outcome.DISABLED: LOG_INFO,
+    Outcome.UNPAIRED_ALLOWED: LOG_WARNING, Outcome.FAILED_OPEN: LOG_WARNING,
+    Outcome.UNAVAILABLE: LOG_ERR, Outcome.TLS_ERROR: LOG_ERR, Outcome.API_ERROR: LOG_ERR,
+    Outcome.CONFIG_ERROR: LOG_ERR, Outcome.INTERNAL_ERROR: LOG_ERR,
+}
+
+
+@dataclass(frozen=True)
+class LoginRequest:
+    """What PAM (or the admin command) knows about this login."""
+
+    user: str
+    service: str
+    rhost: Optional[str] = None
+    tty: Optional[str] = None
+    ruser: Optional[str] = None
+    command: Optional[str] = None      # for sudo: the command line being authorized
+    # True where info messages are held back until the next prompt (sshd):
+    # the user then learns about the push only through a prompt.
+    messages_deferred: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str
+    request_id: Optional[str] = None
+    elapsed: float = 0.0
+    details: Tuple[str, ...] = ()      # traceback lines, for syslog only
+
+
+class Conversation(Protocol):
+    """How the flow talks to the person logging in."""
+
+    def info(self, text: str) -> None: ...
+
+    def error(self, text: str) -> None: ...
+
+    def prompt_echo_on(self, text: str) -> Optional[str]: ...
+
+    def prompt_echo_off(self, text: str) -> Optional[str]: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+ApiFactory = Callable[[Config], Any]
+
+
+def default_api_factory(config: Config) -> Any:
+    """The real client; imported here, not at the top, to keep skips cheap."""
+    from pam_toopher.api import ToopherApi
+
+    return ToopherApi(config.consumer_key, config.consumer_secret.reveal(), config.api_url,
+                      ca_bundle=config.ca_bundle, timeout=config.http_timeout,
+                      retry_budget=RETRY_BUDGET)
+
+
+# ------------------------------------------------------------- the story
+
+def run(request: LoginRequest, conversation: Conversation, *, config_path: str,
+        audit: AuditTrail, api_factory: ApiFactory = default_api_factory,
+        clock: Clock = SystemClock(),
+        load: Callable[[str], Config] = load_config) -> Decision:
+    """Load the config, decide, tell the user, record exactly one audit line."""
+    started = clock.now()
+    config: Optional[Config] = None
+    try:
+        config = load(config_path)
+        decision = decide(request, config, conversation, api_factory, clock,
+                          debug=_debug_logger(audit) if config.debug else None)
+    except ConfigError as exc:
+        decision = Decision(Outcome.CONFIG_ERROR, str(exc))
+    except Exception as exc:  # a bug: refuse, and leave the traceback for the admin
+        decision = Decision(Outcome.INTERNAL_ERROR, f"unexpected {type(exc).__name__}",
+                            details=tuple(traceback.format_exc().splitlines()))
+    decision = replace(decision, elapsed=clock.now() - started)
+    _tell_outcome(conversation, decision)
+    audit.record(_SEVERITY.get(decision.outcome, LOG_NOTICE),
+                 format_fields(audit_fields(request, decision)), decision.details,
+                 path=config.audit_log if config else None)
+    return decision
+
+
+def decide(request: LoginRequest, config: Config, conversation: Conversation,
+           api_factory: ApiFactory, clock: Clock,
+           debug: Optional[Callable[[str], None]] = None) -> Decision:
+    """Everything between "who is this" and the outcome."""
+    account = lookup_account(request.user)
+    if account is None:
+        return Decision(Outcome.USER_UNKNOWN, "no such local account")
+    if not needs_second_factor(config, account):
+        return Decision(Outcome.SKIPPED, "the users/groups policy does not require 2FA")
+
+    # Only now pay for the HTTP stack.
+    from pam_toopher import api as toopher
+
+    deadline = clock.now() + config.auth_timeout
+    client = api_factory(config)
+    session = _Session(request, config, conversation, client, clock, deadline, debug)
+    try:
+        return session.second_factor()
+    except toopher.ToopherTLSError as exc:
+        return Decision(Outcome.TLS_ERROR, str(exc), session.request_id)
+    except toopher.ToopherUnavailableError as exc:
+        outcome = Outcome.FAILED_OPEN if config.failmode == "safe" else Outcome.UNAVAILABLE
+        return Decision(outcome, str(exc), session.request_id)
+    except toopher.ToopherApiError as exc:  # 401, 403, 4xx, malformed answers
+        return Decision(Outcome.API_ERROR, str(exc), session.request_id)
+    finally:
+        client.close()
+
+
+class _Session:
+    """One conversation with Toopher about one login, within one deadline.
+
+    ``deadline`` covers every wait for the phone (pairing included), so the
+    module ends within auth_timeout plus one HTTP call of its start.
+    """
+
+    def __init__(self, request: LoginRequest, config: Config, conversation: Conversation,
+                 client: Any, clock: Clock, deadline: float,
+                 debug: Optional[Callable[[str], None]]):
+        self.request, self.config, self.conversation = request, config, conversation
+        self.client, self.clock, self.deadline = client, clock, deadline
+        self.debug = debug or (lambda message: None)
+        self.request_id: Optional[str] = None
+
+    def second_factor(self) -> Decision:
+        from pam_toopher import api as toopher
+
+        try:
+            status = self.start_authentication()
+        except toopher.UserDisabledError:
+            return Decision(Outcome.DISABLED, "Toopher is disabled for this user")
+        except (toopher.UserUnknownError, toopher.PairingDeactivatedError) as exc:
+            refusal = self.handle_unpaired(exc)
+            if refusal is not None:
+                return refusal
+            status = self.start_authentication()
+        return self.await_answer(status)
+
+    def start_authentication(self) -> Any:
+        """Send the push; a host the user has never logged in to from is
+        registered as a terminal first (706), once."""
+        from pam_toopher import api as toopher
+
+        try:
+            status = self._initiate()
+        except toopher.TerminalUnknownError:
+            self.debug(f"registering terminal {self.config.terminal_id!r} "
+                       f"for {self.request.user!r}")
+            self.client.create_user_terminal(self.request.user, self.config.terminal_name,
+                                             self.config.terminal_id)
+            status = self._initiate()
+        self.request_id = status.id
+        return status
+
+    def _initiate(self) -> Any:
+        return self.client.authenticate_by_user_name(
+            self.request.user, self.config.terminal_id,
+            action_name=describe_action(self.config, self.request),
+            automation_allowed=self.config.automation_allowed)
+
+    def handle_unpaired(self, why: Exception) -> Optional[Decision]:
+        """None once the user has paired; otherwise the decision."""
+        unpaired = self.config.unpaired
+        if unpaired == "allow":
+            return Decision(Outcome.UNPAIRED_ALLOWED, f"not paired: {why}")
+        if unpaired == "deny":
+            self.conversation.error(
+                f"Toopher: {sanitize(self.request.user, 64)} is not paired with Toopher. "
+                f"Ask an administrator to run: toopher-pam pair {sanitize(self.request.user, 64)}")
+            return Decision(Outcome.UNPAIRED_DENIED, f"not paired: {why}")
+        return self.pair_inline()
+
+    def pair_inline(self) -> Optional[Decision]:
+        from pam_toopher import api as toopher
+
+        phrase = (self.conversation.prompt_echo_on(
+            "Toopher: you are not paired yet. Enter the pairing phrase shown in the "
+            "Toopher app (or just press Enter to cancel): ") or "").strip()
+        if not phrase:
+            return Decision(Outcome.UNPAIRED_DENIED, "no pairing phrase given")
+        try:
+            pairing = self.client.pair(phrase, self.request.user)
+        except (toopher.ToopherUnavailableError, toopher.ToopherTLSError,
+                toopher.MalformedResponseError):
+            raise
+        except toopher.ToopherApiError as exc:  # the service refused this phrase
+            return Decision(Outcome.PAIRING_FAILED, f"pairing refused: {exc}")
+        self.announce("accept the pairing on your phone")
+        pairing = wait_until_answered(
+            lambda long_poll: self.client.get_pairing_status(pairing.id, long_poll=long_poll),
+            self.deadline, self.clock)
+        if pairing.pending:
+            return Decision(Outcome.TIMEOUT, "the pairing was not accepted in time")
+        if not pairing.enabled:
+            return Decision(Outcome.PAIRING_FAILED, "the pairing was refused on the phone")
+        self.debug(f"{self.request.user!r} paired inline")
+        return None
+
+    def announce(self, what: str) -> None:
+        """Tell the user what to do on the phone before waiting for it.  Where
+        info messages are held back (sshd) only a prompt reaches the user in
+        time, so ask one; its answer is not needed."""
+        if self.request.messages_deferred:
+            self.conversation.prompt_echo_on(f"Toopher: {what}, then press Enter: ")
+        else:
+            self.conversation.info(f"Toopher: {what} (waiting up to "
+                                   f"{self.remaining():.0f} s)...")
+
+    def await_answer(self, status: Any) -> Decision:
+        if status.pending:
+            if self.config.otp_fallback:
+                answer = (self.conversation.prompt_echo_on(
+                    "Toopher: approve the request on your phone, then press Enter "
+                    f"(or type the {OTP_LENGTH}-digit code from the app): ") or "").strip()
+                if answer:
+                    if not is_otp(answer):
+                        return Decision(Outcome.WRONG_OTP, "the answer is not a "
+                                        f"{OTP_LENGTH}-digit code", status.id)
+                    return self.judge(self.client.authenticate_with_otp(status.id, answer),
+                                      by_otp=True)
+            else:
+                self.announce("approve the request on your phone")
+            status = wait_until_answered(
+                lambda long_poll: self.client.get_authentication_status(
+                    status.id, long_poll=long_poll),
+                self.deadline, self.clock)
+        return self.judge(status, by_otp=False)
+
+    def judge(self, status: Any, by_otp: bool) -> Decision:
+        """Granted only for our request, answered, approved, and not by an
+        automation rule unless automation is allowed."""
+        if status.id != self.request_id:
+            return Decision(Outcome.API_ERROR, "the answer is about another request",
+                            self.request_id)
+        if status.pending:
+            return Decision(Outcome.TIMEOUT, f"no answer within {self.config.auth_timeout:g} s",
+                            status.id)
+        reason = sanitize(status.reason or "", 200)
+        if not status.granted:
+            outcome = Outcome.WRONG_OTP if by_otp else Outcome.DENIED
+            return Decision(outcome, reason or "denied", status.id)
+        if status.automated and not self.config.automation_allowed:
+            return Decision(Outcome.DENIED, "approved by an automation rule, which "
+                            "automation_allowed = no refuses", status.id)
+        return Decision(Outcome.GRANTED, reason or ("valid OTP" if by_otp else "approved"),
+                        status.id)
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - self.clock.now())
+
+
+# -------------------------------------------------- small decisions, pure
+
+def is_otp(answer: str) -> bool:
+    return len(answer) == OTP_LENGTH and answer.isascii() and answer.isdigit()
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    groups: Tuple[str, ...]
+
+
+def lookup_account(user: str) -> Optional[Account]:
+    """The local (NSS) account and its group names, or None."""
+    try:
+        entry = pwd.getpwnam(user)
+    except (KeyError, ValueError):  # ValueError: a NUL in the name
+        return None
+    gids = os.getgrouplist(entry.pw_name, entry.pw_gid)
+    return Account(entry.pw_name, tuple(_group_name(gid) for gid in gids))
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def needs_second_factor(config: Config, account: Account) -> bool:
+    """The user needs 2FA when ``users`` matches the user name AND ``groups``
+    matches one of the user's groups (see ``_patterns_match``)."""
+    return (_patterns_match(config.users, (account.name,))
+            and _patterns_match(config.groups, account.groups))
+
+
+def _patterns_match(patterns: Sequence[str], names: Sequence[str]) -> bool:
+    """pam_duo-style lists: a ``!pattern`` matching any name excludes, and
+    exclusion wins; otherwise some positive pattern must match some name.
+    A list of exclusions only (``!nopush``) means "everyone except"."""
+    positive = [p for p in patterns if not p.startswith("!")] or ["*"]
+    negative = [p[1:] for p in patterns if p.startswith("!")]
+    if any(fnmatchcase(n, p) for p in negative for n in names):
+        return False
+    return any(fnmatchcase(n, p) for p in positive for n in names)
+
+
+def describe_action(config: Config, request: LoginRequest) -> str:
+    """The text the phone shows.  By default: the service, the command for
+    sudo, and where the login comes from; or the admin's ``action`` template."""
+    if config.action is not None:
+        fields = {"service": request.service, "user": request.user,
+                  "rhost": request.rhost or "", "tty": request.tty or "",
+                  "command": request.command or "", "host": config.terminal_name}
+        text = config.action.format_map({k: sanitize(v, MAX_ACTION_LENGTH)
+                                         for k, v in fields.items()})
+    else:
+        text = f"{request.service}: {request.command}" if request.command \
+            else f"{request.service} login"
+        if request.rhost:
+            text += f" from {request.rhost}"
+    return sanitize(" ".join(text.split()), MAX_ACTION_LENGTH)
+
+
+T = TypeVar("T")
+
+
+def wait_until_answered(fetch: Callable[[Optional[float]], T], deadline: float,
+                        clock: Clock, on_poll: Optional[Callable[[float], None]] = None) -> T:
+    """Ask ``fetch(long_poll)`` until its answer is no longer pending or the
+    deadline passes; returns the last answer (still pending on timeout).
+
+    The first call goes out at once (the phone may have answered while the
+    user read the prompt).  Each call asks the server to hold a pending answer
+    for up to MAX_LONG_POLL s but never past the deadline; a server that
+    answers sooner than asked while still pending is polled at most once per
+    POLL_INTERVAL.  ``on_poll(remaining)`` lets a terminal show progress.
+    """
+    while True:
+        remaining = deadline - clock.now()
+        asked = min(MAX_LONG_POLL, remaining) if remaining > 0 else None
+        sent_at = clock.now()
+        status = fetch(asked)
+        if not getattr(status, "pending"):
+            return status
+        now = clock.now()
+        if now >= deadline:
+            return status
+        if on_poll is not None:
+            on_poll(deadline - now)
+        took = now - sent_at
+        if took < POLL_INTERVAL:
+            clock.sleep(min(POLL_INTERVAL - took, deadline - now))
+
+
+# ------------------------------------------------------- telling, logging
+
+def audit_fields(request: LoginRequest, decision: Decision) -> list:
+    return [("outcome", decision.outcome.value), ("user", request.user),
+            ("service", request.service), ("rhost", request.rhost), ("tty", request.tty),
+            ("request", decision.request_id), ("elapsed", f"{decision.elapsed:.2f}s"),
+            ("reason", decision.reason or "-")]
+
+
+_USER_MESSAGES = {
+    Outcome.DENIED: "Toopher: the request was denied.",
+    Outcome.TIMEOUT: "Toopher: no answer from your phone in time.",
+    Outcome.WRONG_OTP: "Toopher: that code is not valid.",
+    Outcome.PAIRING_FAILED: "Toopher: pairing failed.",
+    Outcome.UNAVAILABLE: "Toopher: the service cannot be reached; login refused.",
+    Outcome.FAILED_OPEN: "Toopher: the service cannot be reached; "
+                         "allowed without a second factor.",
+    Outcome.TLS_ERROR: "Toopher: the service's certificate is not trusted; login refused.",
+    Outcome.API_ERROR: "Toopher: the service refused the request; see the system log.",
+    Outcome.CONFIG_ERROR: "Toopher: the module is misconfigured; see the system log.",
+    Outcome.INTERNAL_ERROR: "Toopher: internal error; see the system log.",
+}
+
+
+def _tell_outcome(conversation: Conversation, decision: Decision) -> None:
+    message = _USER_MESSAGES.get(decision.outcome)
+    if message is None:
+        return
+    if decision.outcome is Outcome.DENIED and decision.reason not in ("", "denied"):
+        message = f"{message[:-1]}: {sanitize(decision.reason, 120)}"
+    try:
+        conversation.error(message)
+    except Exception:  # the user may be gone; the decision stands regardless
+        pass
+
+
+def _debug_logger(audit: AuditTrail) -> Callable[[str], None]:
+    return lambda message: audit.note(LOG_DEBUG, f"debug: {message}")

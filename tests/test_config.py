@@ -1,0 +1,211 @@
+"""The configuration file: permissions, syntax, every option's validation."""
+
+import os
+import socket
+
+import pytest
+
+from pam_toopher.config import (DEFAULT_PATH, Config, ConfigError, Secret, load_config,
+                                parse_config)
+
+SECRET = "s3cr3t-value-Zq9"
+MINIMAL = f"""
+[toopher]
+api_url = https://api.example.com/v1/
+consumer_key = key123
+consumer_secret = {SECRET}
+"""
+
+
+def parse(extra: str = "", base: str = MINIMAL) -> Config:
+    return parse_config(base + extra, "/etc/test.conf")
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "/etc/test.conf")
+    return str(caught.value)
+
+
+def write(tmp_path, text: str, mode: int = 0o600) -> str:
+    path = tmp_path / "toopher.conf"
+    path.write_text(text)
+    path.chmod(mode)
+    return str(path)
+
+
+def test_defaults():
+    config = parse()
+    assert config.api_url == "https://api.example.com/v1/"
+    assert config.consumer_key == "key123"
+    assert config.consumer_secret.reveal() == SECRET
+    assert (config.http_timeout, config.auth_timeout) == (10.0, 60.0)
+    assert config.failmode == "secure"
+    assert config.users == ("*",) and config.groups == ("*",)
+    assert config.unpaired == "deny"
+    assert config.terminal_id == config.terminal_name == socket.gethostname()
+    assert config.action is None
+    assert config.automation_allowed is False and config.otp_fallback is True
+    assert config.audit_log is None and config.debug is False
+    assert DEFAULT_PATH == "/etc/security/toopher.conf"
+
+
+def test_every_option_parsed_and_stripped(tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("x")
+    config = parse(f"""
+ca_bundle =   {bundle}
+http_timeout = 5
+auth_timeout = 30.5
+failmode = SAFE
+users = * !backup
+groups = admins !nopush
+unpaired = pair
+terminal_id = web-01
+terminal_name = Web server 1
+action = {{service}} on {{host}} from {{rhost}}
+automation_allowed = yes
+otp_fallback = off
+audit_log = /var/log/toopher-audit.log
+debug = true
+""")
+    assert config.ca_bundle == str(bundle)
+    assert (config.http_timeout, config.auth_timeout) == (5.0, 30.5)
+    assert config.failmode == "safe"
+    assert config.users == ("*", "!backup") and config.groups == ("admins", "!nopush")
+    assert config.unpaired == "pair"
+    assert (config.terminal_id, config.terminal_name) == ("web-01", "Web server 1")
+    assert config.action == "{service} on {host} from {rhost}"
+    assert config.automation_allowed is True and config.otp_fallback is False
+    assert config.audit_log == "/var/log/toopher-audit.log" and config.debug is True
+
+
+def test_comments_and_blank_lines_are_ignored():
+    assert parse("# a comment\n; another\n\n").consumer_key == "key123"
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8000/v1/", "http://localhost/v1", "http://[::1]:9/v1",
+    "https://api.toopher.com/v1/"])
+def test_accepted_urls(url):
+    assert parse(base=MINIMAL.replace("https://api.example.com/v1/", url)).api_url == url
+
+
+@pytest.mark.parametrize("url, words", [
+    ("http://api.example.com/v1/", "must use https://"),
+    ("ftp://api.example.com/", "must be an https:// URL"),
+    ("https://user:pw@api.example.com/", "must not contain credentials"),
+    ("api.example.com", "must be an https:// URL"),
+])
+def test_refused_urls(url, words):
+    message = error_of(MINIMAL.replace("https://api.example.com/v1/", url))
+    assert "line 3" in message and "api_url" in message and words in message
+
+
+@pytest.mark.parametrize("line, words", [
+    ("auth_timeout = 110", "LoginGraceTime"),
+    ("auth_timeout = 0", "at least 1"),
+    ("auth_timeout = soon", "number of seconds"),
+    ("auth_timeout = nan", "at least 1"),
+    ("http_timeout = 600", "below 60"),
+    ("failmode = open", "one of secure, safe"),
+    ("unpaired = maybe", "one of deny, pair, allow"),
+    ("otp_fallback = perhaps", "yes or no"),
+    ("groups = ", "at least one pattern"),
+    ("users = alice !", "lone !"),
+    ("ca_bundle = /nonexistent/ca.pem", "does not exist"),
+    ("ca_bundle = relative.pem", "absolute path"),
+    ("audit_log = audit.log", "absolute path"),
+    ("action = {user.__class__}", "may use only"),
+    ("action = {0}", "may use only"),
+    ("action = {service!r}", "may use only"),
+    ("action = {service", "unbalanced"),
+    ("terminal_id =", "must not be empty"),
+])
+def test_bad_values_name_file_line_and_key(line, words):
+    message = error_of(MINIMAL + line + "\n")
+    key = line.split("=")[0].strip()
+    assert message.startswith("/etc/test.conf, line 6: ")
+    assert f"key '{key}'" in message and words in message
+
+
+@pytest.mark.parametrize("text, words", [
+    (MINIMAL + "colour = blue\n", "line 6: unknown key 'colour'"),
+    (MINIMAL + "just words\n", "line 6: expected 'key = value'"),
+    (MINIMAL + "[other]\n", "line 6: unknown section [other]"),
+    (MINIMAL + "[toopher\n", "line 6: a section header must end with ]"),
+    ("api_url = https://x/\n" + MINIMAL, "line 1: key 'api_url' comes before"),
+    (MINIMAL + "consumer_key = again\n", "line 6: key 'consumer_key' is already set on line 4"),
+    ("[toopher]\napi_url = https://x/\n", "missing required key(s): consumer_key, "
+                                          "consumer_secret"),
+    (MINIMAL + "colour\x1b[31m = x\n", "unknown key 'colour?[31m'"),
+])
+def test_syntax_errors_name_file_and_line(text, words):
+    message = error_of(text)
+    assert message.startswith("/etc/test.conf")
+    assert words in message
+
+
+def test_the_secret_never_appears_in_repr_str_or_errors():
+    config = parse()
+    assert SECRET not in repr(config) and SECRET not in str(config)
+    assert repr(Secret(SECRET)) == str(Secret(SECRET)) == "***"
+    assert f"{Secret(SECRET)}" == "***"
+    # A bad value on the secret's line must not echo it either.
+    bad = MINIMAL.replace(f"consumer_secret = {SECRET}", f"consumer_secret = {SECRET}\n"
+                          f"http_timeout = {SECRET}")
+    assert SECRET not in error_of(bad)
+
+
+def test_percent_signs_in_a_secret_are_kept():
+    config = parse(base=MINIMAL.replace(SECRET, "a%b%%c"))
+    assert config.consumer_secret.reveal() == "a%b%%c"
+
+
+def test_load_reads_a_private_file(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL), require_root_owner=False)
+    assert config.consumer_key == "key123"
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o620, 0o602])
+def test_load_refuses_a_file_open_to_group_or_others(tmp_path, mode):
+    path = write(tmp_path, MINIMAL, mode)
+    with pytest.raises(ConfigError, match=f"{path}: must not be readable or writable by "
+                                          f"group or others \\(mode is 0{mode:o}\\)"):
+        load_config(path, require_root_owner=False)
+
+
+def test_load_refuses_a_file_not_owned_by_root(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    if os.geteuid() == 0:
+        os.chown(path, 12345, 12345)
+    with pytest.raises(ConfigError, match="must be owned by root"):
+        load_config(path)
+
+
+def test_load_refuses_a_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(str(tmp_path / "nope.conf"))
+
+
+def test_load_refuses_a_symlink(tmp_path):
+    target = write(tmp_path, MINIMAL)
+    link = tmp_path / "link.conf"
+    link.symlink_to(target)
+    with pytest.raises(ConfigError, match="cannot open"):
+        load_config(str(link), require_root_owner=False)
+
+
+def test_load_refuses_a_directory(tmp_path):
+    directory = tmp_path / "dir.conf"
+    directory.mkdir(mode=0o700)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(str(directory), require_root_owner=False)
+
+
+def test_load_reports_invalid_utf8_with_its_line(tmp_path):
+    path = tmp_path / "toopher.conf"
+    path.write_bytes(MINIMAL.encode() + b"action = \xff\n")
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match="line 6: not valid UTF-8"):
+        load_config(str(path), require_root_owner=False)
