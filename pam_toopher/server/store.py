@@ -193,8 +193,10 @@ class Store:
 
     # -- requesters and OAuth ------------------------------------------------
 
-    def create_requester(self, name: str) -> Tuple[str, str]:
-        key, secret = _token(20), _token(40)
+    def create_requester(self, name: str, key: Optional[str] = None,
+                         secret: Optional[str] = None) -> Tuple[str, str]:
+        """A requester's new credentials; key and secret can be given (for known-answer tests)."""
+        key, secret = key or _token(20), secret or _token(40)
         with self._tx() as db:
             db.execute("INSERT INTO requesters VALUES (?, ?, ?, ?)", (_new_id(), name, key, secret))
         return key, secret

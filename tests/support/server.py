@@ -16,6 +16,7 @@ port; it is killed at teardown, also when the test fails.
 """
 import os
 import select
+import sqlite3
 import signal
 import subprocess
 import tempfile
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 import pytest
+import requests
+from requests_oauthlib import OAuth1
 
 from pam_toopher.server.phone import Phone
 from pam_toopher.server.store import Store
@@ -92,6 +95,7 @@ class RunningServer:
         self.ca_cert_path = self.untrusted_ca_cert_path = None
         self._cert = None
         self._process = None
+        self.returncode = None
         if tls:
             ca = make_ca(self.directory, "test-ca")
             self._cert = make_server_cert(self.directory, ca)
@@ -146,6 +150,7 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        self.returncode = process.returncode
         process.stdout.close()
 
     def restart(self) -> None:
@@ -160,6 +165,26 @@ class RunningServer:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+
+    def client(self, key: Optional[str] = None, secret: Optional[str] = None) -> "SignedClient":
+        """An independent OAuth1 client (requests_oauthlib), not the project's."""
+        return SignedClient(self.url, key or self.key, secret or self.secret, self.ca_cert_path)
+
+    def query(self, sql: str, *args) -> list:
+        """Rows of a read-only SQL query on the server's database (for assertions)."""
+        db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
+        try:
+            return db.execute(sql, args).fetchall()
+        finally:
+            db.close()
+
+    def snapshot(self) -> list:
+        """The database's content except OAuth nonces: equal snapshots, no state change."""
+        db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
+        try:
+            return [line for line in db.iterdump() if 'INTO "nonces"' not in line]
+        finally:
+            db.close()
 
     @property
     def running(self) -> bool:
@@ -183,6 +208,27 @@ class RunningServer:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class SignedClient:
+    """Signs with requests_oauthlib.OAuth1; returns plain ``requests.Response`` objects."""
+
+    def __init__(self, url: str, key: str, secret: str, ca_cert_path: Optional[str] = None):
+        self.url = url
+        self.session = requests.Session()
+        self.session.auth = OAuth1(key, secret)
+        # Per request, not session.verify: requests lets $REQUESTS_CA_BUNDLE
+        # override a session's verify setting.
+        self.verify = ca_cert_path or True
+
+    def get(self, path: str, **params) -> requests.Response:
+        return self.session.get(f"{self.url}/{path}", params=params, verify=self.verify, timeout=30)
+
+    def post(self, path: str, **data) -> requests.Response:
+        return self.session.post(f"{self.url}/{path}", data=data, verify=self.verify, timeout=30)
+
+    def close(self) -> None:
+        self.session.close()
 
 
 @pytest.fixture
