@@ -1,0 +1,216 @@
+"""The pam_python hook: the only code that touches ``pamh``.
+
+PAM line::
+
+    auth required pam_python.so /path/to/pam_toopher/pam_hook.py [config=PATH] [audit_log=PATH] [debug]
+
+pam_python executes this file (it is not imported as part of the package),
+once per PAM handle, under Debian's /usr/bin/python3 in isolated mode; hence
+absolute imports only.  Everything that decides lives in ``flow``; this file
+reads the PAM items one by one, adapts the PAM conversation, maps the
+outcome to a PAM code and never lets an exception escape.
+
+Never ``repr()``, ``str()`` or format ``pamh`` or any object it hands out
+(messages, responses, their types): pam_python then crashes sshd or sudo.
+Only plain ``str`` values read from it are logged.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from typing import Any, List, NamedTuple, Optional
+
+from pam_toopher.audit import LOG_DEBUG, LOG_ERR, AuditTrail, format_fields, write_syslog
+from pam_toopher.config import DEFAULT_PATH
+from pam_toopher.flow import LoginRequest, Outcome, run
+from pam_toopher.text import sanitize
+
+__all__ = ["pam_sm_authenticate", "pam_sm_setcred", "pam_sm_acct_mgmt",
+           "pam_sm_open_session", "pam_sm_close_session", "pam_sm_chauthtok",
+           "PAM_RESULT_NAMES"]
+
+# The outcome table of docs/pam.md.  Stepping aside is PAM_IGNORE, never
+# PAM_SUCCESS, so a skipped user cannot pass a "sufficient" line on our word.
+PAM_RESULT_NAMES = {
+    Outcome.GRANTED: "PAM_SUCCESS",
+    Outcome.FAILED_OPEN: "PAM_SUCCESS",
+    Outcome.DENIED: "PAM_AUTH_ERR",
+    Outcome.TIMEOUT: "PAM_AUTH_ERR",
+    Outcome.WRONG_OTP: "PAM_AUTH_ERR",
+    Outcome.UNPAIRED_DENIED: "PAM_AUTH_ERR",
+    Outcome.PAIRING_FAILED: "PAM_AUTH_ERR",
+    Outcome.TLS_ERROR: "PAM_AUTH_ERR",
+    Outcome.SKIPPED: "PAM_IGNORE",
+    Outcome.DISABLED: "PAM_IGNORE",
+    Outcome.UNPAIRED_ALLOWED: "PAM_IGNORE",
+    Outcome.UNAVAILABLE: "PAM_AUTHINFO_UNAVAIL",
+    Outcome.API_ERROR: "PAM_SERVICE_ERR",
+    Outcome.CONFIG_ERROR: "PAM_SERVICE_ERR",
+    Outcome.INTERNAL_ERROR: "PAM_SERVICE_ERR",
+    Outcome.USER_UNKNOWN: "PAM_USER_UNKNOWN",
+}
+
+SUDO_SERVICES = ("sudo", "sudo-i")
+MAX_COMMAND_LENGTH = 160
+
+
+class HookArguments(NamedTuple):
+    config_path: str
+    audit_log: Optional[str]
+    debug: bool
+
+
+class ArgumentError(ValueError):
+    pass
+
+
+def parse_arguments(argv: List[str]) -> HookArguments:
+    """The module's arguments; argv[0] is the module's own path."""
+    config_path, audit_log, debug = DEFAULT_PATH, None, False
+    for argument in argv[1:]:
+        name, equals, value = argument.partition("=")
+        if name == "config" and equals and os.path.isabs(value):
+            config_path = value
+        elif name == "audit_log" and equals and os.path.isabs(value):
+            audit_log = value
+        elif argument == "debug":
+            debug = True
+        else:
+            raise ArgumentError(f"unknown or invalid module argument {sanitize(argument, 80)!r} "
+                                "(expected config=/abs/path, audit_log=/abs/path, debug)")
+    return HookArguments(config_path, audit_log, debug)
+
+
+# --------------------------------------------------------- reading pamh
+
+def _item(pamh: Any, name: str) -> Optional[str]:
+    value = getattr(pamh, name, None)
+    return value if isinstance(value, str) and value else None
+
+
+def _user(pamh: Any) -> Optional[str]:
+    user = _item(pamh, "user")
+    if user is None:
+        try:
+            user = pamh.get_user(None)
+        except Exception:  # pamh.exception: no user could be obtained
+            return None
+    return user if isinstance(user, str) and user else None
+
+
+def read_sudo_command(service: str, path: str = "/proc/self/cmdline") -> Optional[str]:
+    """The command line of the sudo process, for the phone to show.  sudo
+    does not put SUDO_COMMAND in the PAM environment during auth."""
+    if service not in SUDO_SERVICES:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(4096)
+    except OSError:
+        return None
+    words = [w.decode("utf-8", "replace") for w in raw.split(b"\0") if w]
+    return sanitize(" ".join(words[1:]), MAX_COMMAND_LENGTH) or None
+
+
+def _info_held_back(service: str) -> bool:
+    """sshd shows info messages only with the next prompt (see docs/pam.md);
+    a service renamed by the admin is still recognised by the process name."""
+    if service == "sshd":
+        return True
+    try:
+        with open("/proc/self/comm") as handle:
+            return handle.read().strip().startswith("sshd")
+    except OSError:
+        return False
+
+
+class PamConversation:
+    """The flow's Conversation over ``pamh.conversation``."""
+
+    def __init__(self, pamh: Any):
+        self._pamh = pamh
+
+    def _send(self, style: int, text: str) -> Optional[str]:
+        pamh = self._pamh
+        try:
+            response = pamh.conversation(pamh.Message(style, text))
+        except Exception:  # the application has no way to ask, or the user left
+            return None
+        answer = getattr(response, "resp", None)
+        return answer if isinstance(answer, str) else None
+
+    def info(self, text: str) -> None:
+        self._send(self._pamh.PAM_TEXT_INFO, text)
+
+    def error(self, text: str) -> None:
+        self._send(self._pamh.PAM_ERROR_MSG, text)
+
+    def prompt_echo_on(self, text: str) -> Optional[str]:
+        return self._send(self._pamh.PAM_PROMPT_ECHO_ON, text)
+
+    def prompt_echo_off(self, text: str) -> Optional[str]:
+        return self._send(self._pamh.PAM_PROMPT_ECHO_OFF, text)
+
+
+# ---------------------------------------------------------------- hooks
+
+def pam_sm_authenticate(pamh: Any, flags: int, argv: List[str]) -> int:
+    try:
+        return _authenticate(pamh, argv)
+    except Exception:
+        # Last resort (the flow records its own errors): never pamh in here.
+        for line in traceback.format_exc().splitlines():
+            write_syslog(LOG_ERR, sanitize(line))
+        return pamh.PAM_SERVICE_ERR
+
+
+def _authenticate(pamh: Any, argv: List[str]) -> int:
+    try:
+        arguments = parse_arguments([a for a in argv if isinstance(a, str)])
+    except ArgumentError as exc:
+        write_syslog(LOG_ERR, format_fields([("outcome", Outcome.CONFIG_ERROR.value),
+                                             ("service", _item(pamh, "service")),
+                                             ("reason", str(exc))]))
+        return pamh.PAM_SERVICE_ERR
+    service = _item(pamh, "service") or "unknown"
+    user = _user(pamh)
+    if user is None:
+        write_syslog(LOG_ERR, format_fields([("outcome", Outcome.USER_UNKNOWN.value),
+                                             ("service", service),
+                                             ("reason", "PAM gave no user name")]))
+        return pamh.PAM_USER_UNKNOWN
+    request = LoginRequest(
+        user=user, service=service, rhost=_item(pamh, "rhost"), tty=_item(pamh, "tty"),
+        ruser=_item(pamh, "ruser"), command=read_sudo_command(service),
+        messages_deferred=_info_held_back(service))
+    audit = AuditTrail(path=arguments.audit_log)
+    if arguments.debug:
+        audit.note(LOG_DEBUG, f"debug: authenticating user={sanitize(user)} "
+                              f"service={sanitize(service)} config={arguments.config_path}")
+    decision = run(request, PamConversation(pamh), config_path=arguments.config_path,
+                   audit=audit)
+    return getattr(pamh, PAM_RESULT_NAMES[decision.outcome])
+
+
+def pam_sm_setcred(pamh: Any, flags: int, argv: List[str]) -> int:
+    # No credentials to establish; success keeps "auth required" stacks whole.
+    return pamh.PAM_SUCCESS
+
+
+def pam_sm_acct_mgmt(pamh: Any, flags: int, argv: List[str]) -> int:
+    # Account policy belongs to pam_unix and friends; only auth is ours.
+    return pamh.PAM_IGNORE
+
+
+def pam_sm_open_session(pamh: Any, flags: int, argv: List[str]) -> int:
+    return pamh.PAM_IGNORE
+
+
+def pam_sm_close_session(pamh: Any, flags: int, argv: List[str]) -> int:
+    return pamh.PAM_IGNORE
+
+
+def pam_sm_chauthtok(pamh: Any, flags: int, argv: List[str]) -> int:
+    # Toopher has no password to change here.
+    return pamh.PAM_IGNORE
