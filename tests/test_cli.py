@@ -1,0 +1,218 @@
+"""toopher-pam: what the administrator sees, with a fake and with the real server."""
+
+import io
+import os
+import pwd
+import subprocess
+
+import pytest
+
+from pam_toopher import api as toopher
+from pam_toopher.cli import TerminalConversation, main, pair
+from pam_toopher.config import Config, ConfigError, Secret, load_config
+from tests.conftest import REPO_ROOT
+from tests.support.fake_api import FakeClock, FakeToopher, factory_for
+from tests.support.pam import config_text, write_private_file
+from tests.support.server import RunningServer
+
+ME = pwd.getpwuid(os.getuid()).pw_name
+SECRET = "cli-secret-never-printed"
+CONFIG = Config(path="/etc/security/toopher.conf", api_url="https://api.example.com/v1/",
+                consumer_key="key", consumer_secret=Secret(SECRET))
+
+
+class Run:
+    """main() with a fake service; keeps what was printed."""
+
+    def __init__(self, fake=None, stdin=""):
+        self.fake = fake or FakeToopher(FakeClock())
+        self.stdin, self.out, self.err = io.StringIO(stdin), io.StringIO(), io.StringIO()
+
+    def __call__(self, *argv, load=lambda path: CONFIG):
+        self.code = main(list(argv), api_factory=factory_for(self.fake), load=load,
+                         stdin=self.stdin, stdout=self.out, stderr=self.err)
+        return self
+
+    @property
+    def output(self):
+        return self.out.getvalue()
+
+    @property
+    def error(self):
+        return self.err.getvalue()
+
+
+def test_check_passes_when_the_service_knows_the_signature():
+    run = Run()
+    run.fake.pairing = "unpaired"  # the dummy user is unknown: credentials worked
+    run("check")
+    assert run.code == 0, run.error
+    assert run.output == ("/etc/security/toopher.conf: syntax and permissions OK\n"
+                          "https://api.example.com/v1/: credentials accepted\n")
+    assert run.fake.calls == [("find_user_by_name", "toopher-pam-credentials-check")]
+
+
+@pytest.mark.parametrize("error, line", [
+    (toopher.ToopherApiError("Not a valid OAuth signed request", status=401),
+     "toopher-pam: error: https://api.example.com/v1/ refused the credentials (HTTP 401): "
+     "check consumer_key and consumer_secret\n"),
+    (toopher.ToopherTLSError("the certificate of https://api.example.com did not verify"),
+     "toopher-pam: error: https://api.example.com/v1/: the certificate of "
+     "https://api.example.com did not verify; check ca_bundle (not set: the system CAs are "
+     "used)\n"),
+    (toopher.ToopherUnavailableError("could not reach https://api.example.com"),
+     "toopher-pam: error: https://api.example.com/v1/: cannot reach the service: could not "
+     "reach https://api.example.com\n"),
+])
+def test_check_says_exactly_what_is_wrong(error, line):
+    run = Run()
+    run.fake.error = error
+    run("check")
+    assert run.code == 1
+    assert run.error == line
+    assert SECRET not in run.output + run.error
+
+
+def test_a_config_error_is_one_line():
+    def broken(path):
+        raise ConfigError(f"{path}, line 4: unknown key 'colour'")
+    run = Run()("--config", "/etc/x.conf", "check", load=broken)
+    assert run.code == 1
+    assert run.error == "toopher-pam: error: /etc/x.conf, line 4: unknown key 'colour'\n"
+
+
+def test_a_real_missing_config_gives_one_line_and_no_traceback():
+    result = subprocess.run(["/usr/bin/python3", "-m", "pam_toopher.cli", "--config",
+                             "/nonexistent/toopher.conf", "check"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("toopher-pam: error: /nonexistent/toopher.conf: no such "
+                                    "file")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_pair_with_a_phrase():
+    run = Run()("pair", "alice", "--phrase", "correct horse")
+    assert run.code == 0, run.error
+    assert "Waiting up to 90 s for alice to accept" in run.output
+    assert run.output.endswith("alice is paired.\n")
+
+
+def test_pair_asks_for_the_phrase():
+    run = Run(stdin="correct horse\n")("pair", "alice")
+    assert run.code == 0, run.error
+    assert run.output.startswith("Pairing phrase shown in alice's Toopher app: ")
+    assert run.fake.calls[0] == ("pair", "correct horse", "alice")
+
+
+def test_pair_refused_phrase_and_refused_phone():
+    run = Run()("pair", "alice", "--phrase", "wrong")
+    assert (run.code, run.error) == (1, "toopher-pam: error: unknown pairing phrase "
+                                        "(HTTP 400, error 400)\n")
+    run = Run()
+    run.fake.pairing_answer = "refuse"
+    run("pair", "alice", "--phrase", "correct horse")
+    assert (run.code, run.error) == (1, "toopher-pam: error: the pairing was refused on "
+                                        "alice's phone\n")
+
+
+def test_pair_shows_progress_and_gives_up_at_the_timeout():
+    clock = FakeClock()
+    fake = FakeToopher(clock)
+    fake.pairing_answer = "never"
+    fake.pair("correct horse", "alice")  # only to make the pairing id
+    out = io.StringIO()
+    from pam_toopher.cli import CliError
+    with pytest.raises(CliError, match="did not accept the pairing within 25 s"):
+        pair(fake, "alice", "correct horse", out, timeout=25, clock=clock)
+    assert "still waiting (15 s left)" in out.getvalue()
+    assert "still waiting (5 s left)" in out.getvalue()
+
+
+def test_status_enable_disable_reset():
+    run = Run()
+    run("status", "alice")
+    assert run.output == "user: alice\nid: u1\nToopher enabled: yes\n"
+    run("disable", "alice")
+    assert run.fake.pairing == "disabled" and "Toopher disabled for alice." in run.output
+    run("enable", "alice")
+    assert run.fake.pairing == "paired" and "Toopher enabled for alice." in run.output
+    run("reset", "alice")
+    assert run.fake.pairing == "unpaired" and "alice must pair again" in run.output
+    run("status", "alice")
+    assert run.code == 1
+    assert run.error == ("toopher-pam: error: alice is not known to Toopher (never paired); "
+                         "run: toopher-pam pair alice\n")
+
+
+@pytest.mark.parametrize("phone, answer, code, outcome", [
+    ("approve", "", 0, "granted"),
+    ("deny", "", 1, "denied"),
+    ("never", "123456", 0, "granted"),
+    ("never", "000000", 1, "wrong_otp"),
+])
+def test_the_test_command_runs_the_module_flow(phone, answer, code, outcome):
+    run = Run(stdin=answer + "\n")
+    run.fake.phone = phone
+    run("test", ME, "--service", "sshd", "--rhost", "192.0.2.1")
+    assert run.code == code
+    assert f"outcome: {outcome} " in run.output
+    assert "approve the request on your phone" in run.output
+    assert run.fake.calls[0][3] == "sshd login from 192.0.2.1"
+
+
+def test_terminal_conversation_sanitizes_what_it_shows():
+    out, err = io.StringIO(), io.StringIO()
+    talk = TerminalConversation(io.StringIO(""), out, err)
+    talk.info("hi\x1b[2J")
+    talk.error("no\x07")
+    assert talk.prompt_echo_on("code\x1b: ") is None  # end of input
+    assert out.getvalue() == "hi?[2J\ncode?: " and err.getvalue() == "no?\n"
+
+
+# ------------------------------------------------- against the real server
+
+@pytest.fixture(scope="module")
+def srv():
+    with RunningServer() as server:
+        yield server
+
+
+def _config_file(tmp_path, server, secret=None):
+    text = config_text(dict(api_url=server.url, consumer_key=server.key,
+                            consumer_secret=secret or server.secret))
+    return str(write_private_file(tmp_path / "toopher.conf", text))
+
+
+def _load(path):  # a non-root developer owns the file; the rest is checked
+    return load_config(path, require_root_owner=os.geteuid() == 0)
+
+
+def test_check_against_the_real_server(tmp_path, srv):
+    run = Run()
+    run.code = main(["--config", _config_file(tmp_path, srv), "check"], load=_load,
+                    stdout=run.out, stderr=run.err)
+    assert run.code == 0, run.error
+    assert run.output.endswith(": credentials accepted\n")
+
+
+def test_check_with_a_wrong_secret_against_the_real_server(tmp_path, srv):
+    run = Run()
+    run.code = main(["--config", _config_file(tmp_path, srv, secret="wrong"), "check"],
+                    load=_load, stdout=run.out, stderr=run.err)
+    assert run.code == 1
+    assert "refused the credentials (HTTP 401)" in run.error
+
+
+def test_pair_and_status_against_the_real_server(tmp_path, srv):
+    path = _config_file(tmp_path, srv)
+    srv.phone.set_pairing_rule("carol", "accept", delay=1.2)
+    run = Run()
+    run.code = main(["--config", path, "pair", "carol", "--phrase",
+                     srv.phone.make_pairing_phrase("carol")], load=_load,
+                    stdout=run.out, stderr=run.err)
+    assert run.code == 0, run.error
+    assert "carol is paired." in run.output
+    run.code = main(["--config", path, "status", "carol"], load=_load, stdout=run.out,
+                    stderr=run.err)
+    assert "user: carol" in run.output and "Toopher enabled: yes" in run.output
