@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from pam_toopher.text import sanitize
 
 __all__ = ["ConfigError", "Config", "Secret", "DEFAULT_PATH", "load_config", "parse_config",
-           "ACTION_FIELDS", "LOGIN_GRACE_TIME_LIMIT"]
+           "ACTION_FIELDS", "LOGIN_GRACE_TIME_LIMIT", "OPTION_PARSERS"]
 
 DEFAULT_PATH = "/etc/security/toopher.conf"
 SECTION = "toopher"
@@ -208,7 +208,7 @@ def _action_template(value: str) -> str:
     return value
 
 
-_PARSERS: Dict[str, Callable[[str], object]] = {
+OPTION_PARSERS: Dict[str, Callable[[str], object]] = {
     "api_url": _api_url,
     "consumer_key": _text,
     "consumer_secret": _secret,
@@ -260,12 +260,12 @@ def parse_config(text: str, path: str) -> Config:
         if not in_section:
             raise ConfigError(f"{where}: key '{sanitize(key, 40)}' comes before "
                               f"the [{SECTION}] section header")
-        if key not in _PARSERS:
+        if key not in OPTION_PARSERS:
             raise ConfigError(f"{where}: unknown key '{sanitize(key, 40)}'")
         if key in seen_at:
             raise ConfigError(f"{where}: key '{key}' is already set on line {seen_at[key]}")
         try:
-            values[key] = _PARSERS[key](value.strip())
+            values[key] = OPTION_PARSERS[key](value.strip())
         except ValueError as exc:
             raise ConfigError(f"{where}: key '{key}' {exc}") from None
         seen_at[key] = number

@@ -5,8 +5,9 @@ import socket
 
 import pytest
 
-from pam_toopher.config import (DEFAULT_PATH, Config, ConfigError, Secret, load_config,
-                                parse_config)
+from pam_toopher.config import (DEFAULT_PATH, OPTION_PARSERS, Config, ConfigError, Secret,
+                                load_config, parse_config)
+from tests.conftest import REPO_ROOT
 
 SECRET = "s3cr3t-value-Zq9"
 MINIMAL = f"""
@@ -209,3 +210,26 @@ def test_load_reports_invalid_utf8_with_its_line(tmp_path):
     path.chmod(0o600)
     with pytest.raises(ConfigError, match="line 6: not valid UTF-8"):
         load_config(str(path), require_root_owner=False)
+
+
+EXAMPLE = REPO_ROOT / "config" / "toopher.conf.example"
+
+
+def test_the_example_file_parses_to_the_defaults():
+    config = parse_config(EXAMPLE.read_text(), str(EXAMPLE))
+    assert config == Config(path=str(EXAMPLE), api_url="https://api.toopher.com/v1/",
+                            consumer_key="YOUR-CONSUMER-KEY",
+                            consumer_secret=Secret("YOUR-CONSUMER-SECRET"))
+
+
+def test_the_example_documents_every_key_and_each_commented_value_is_valid():
+    text = EXAMPLE.read_text()
+    for key in OPTION_PARSERS:
+        assert f"\n#{key} = " in text or f"\n{key} = " in text, key
+    commented = [line[1:] for line in text.splitlines()
+                 if line.startswith("#") and " = " in line and not line.startswith("# ")
+                 and not line.startswith("#ca_bundle")]  # names a file that may not exist
+    base = "[toopher]\napi_url = https://x/\nconsumer_key = k\nconsumer_secret = s\n"
+    for line in commented:
+        if line.split("=")[0].strip() not in ("api_url", "consumer_key", "consumer_secret"):
+            parse_config(base + line + "\n", "example")
