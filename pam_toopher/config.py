@@ -18,7 +18,6 @@ be trusted cannot tell us to fail open either.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import stat
@@ -173,6 +172,8 @@ def _api_url(value: str) -> str:
 def _is_loopback(host: str) -> bool:
     if host.lower() in LOOPBACK_HOSTS:
         return True
+    import ipaddress  # only http:// URLs get here
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -17,7 +17,6 @@ import grp
 import os
 import pwd
 import time
-import traceback
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Any, Callable, Optional, Protocol, Sequence, Tuple, TypeVar
@@ -141,17 +140,20 @@ def default_api_factory(config: Config) -> Any:
 def run(request: LoginRequest, conversation: Conversation, *, config_path: str,
         audit: AuditTrail, api_factory: ApiFactory = default_api_factory,
         clock: Clock = SystemClock(),
-        load: Callable[[str], Config] = load_config) -> Decision:
-    """Load the config, decide, tell the user, record exactly one audit line."""
+        load: Callable[[str], Config] = load_config, debug: bool = False) -> Decision:
+    """Load the config, decide, tell the user, record exactly one audit line.
+    ``debug`` (the PAM argument) adds debug lines like the config's ``debug``."""
     started = clock.now()
     config: Optional[Config] = None
     try:
         config = load(config_path)
         decision = decide(request, config, conversation, api_factory, clock,
-                          debug=_debug_logger(audit) if config.debug else None)
+                          debug=_debug_logger(audit) if debug or config.debug else None)
     except ConfigError as exc:
         decision = Decision(Outcome.CONFIG_ERROR, str(exc))
     except Exception as exc:  # a bug: refuse, and leave the traceback for the admin
+        import traceback  # here only: 10 ms that a normal login need not pay
+
         decision = Decision(Outcome.INTERNAL_ERROR, f"unexpected {type(exc).__name__}",
                             details=tuple(traceback.format_exc().splitlines()))
     decision = replace(decision, elapsed=clock.now() - started)
@@ -234,6 +236,7 @@ class _Session:
                                              self.config.terminal_id)
             status = self._initiate()
         self.request_id = status.id
+        self.debug(f"push sent: request {status.id}, pending={status.pending}")
         return status
 
     def _initiate(self) -> Any:

@@ -18,7 +18,6 @@ Only plain ``str`` values read from it are logged.
 from __future__ import annotations
 
 import os
-import traceback
 from typing import Any, List, NamedTuple, Optional
 
 from pam_toopher.audit import LOG_DEBUG, LOG_ERR, AuditTrail, format_fields, write_syslog
@@ -160,6 +159,8 @@ def pam_sm_authenticate(pamh: Any, flags: int, argv: List[str]) -> int:
         return _authenticate(pamh, argv)
     except Exception:
         # Last resort (the flow records its own errors): never pamh in here.
+        import traceback
+
         for line in traceback.format_exc().splitlines():
             write_syslog(LOG_ERR, sanitize(line))
         return pamh.PAM_SERVICE_ERR
@@ -189,7 +190,7 @@ def _authenticate(pamh: Any, argv: List[str]) -> int:
         audit.note(LOG_DEBUG, f"debug: authenticating user={sanitize(user)} "
                               f"service={sanitize(service)} config={arguments.config_path}")
     decision = run(request, PamConversation(pamh), config_path=arguments.config_path,
-                   audit=audit)
+                   audit=audit, debug=arguments.debug)
     return getattr(pamh, PAM_RESULT_NAMES[decision.outcome])
 
 
