@@ -16,7 +16,7 @@ import pytest
 
 from pam_toopher.api import ToopherApi
 from tests.conftest import require_root
-from tests.support.pam import PamScene, toopher_only
+from tests.support.pam import PamScene, toopher_line, toopher_only
 from tests.support.server import RunningServer
 
 AUTH_TIMEOUT = 3
@@ -284,3 +284,25 @@ def test_unknown_module_argument_refuses(scene, srv):
     scene.install_service(args=["conf=/etc/elsewhere"])
     result = scene.pamtester([scene.user.password, ""])
     assert result.failed_with("PAM_SERVICE_ERR"), result
+
+
+# ------------------------------------- the key + push stack of docs/pam.md
+
+@pytest.mark.parametrize("rule, options, succeeds, outcome", [
+    ("approve", {}, True, "granted"),
+    ("deny", {}, False, "denied"),
+    (None, {"users": "!{user}"}, True, "skipped"),
+])
+def test_second_factor_only_stack(scene, srv, rule, options, succeeds, outcome):
+    """sshd's keyboard-interactive step after a key: no password, the module
+    decides, and a user it steps aside for passes on the key alone."""
+    options = {k: v.format(user=scene.user.name) for k, v in options.items()}
+    ready(scene, srv, rule=rule, paired=rule is not None, **options)
+    scene.install_service([
+        toopher_line(scene.shim, scene.config_path,
+                     "[success=done ignore=ignore default=die]"),
+        "auth required pam_permit.so",
+        "account required pam_permit.so"])
+    result = scene.pamtester([""])
+    assert result.ok is succeeds and (succeeds or result.failed_with("PAM_AUTH_ERR")), result
+    assert scene.audit()["outcome"] == outcome
