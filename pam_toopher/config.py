@@ -35,6 +35,7 @@ DEFAULT_PATH = "/etc/security/toopher.conf"
 SECTION = "toopher"
 # sshd's default LoginGraceTime is 120 s; the wait for the phone plus one
 # last HTTP call must end well before sshd kills the login.
+LOGIN_GRACE_TIME = 120.0
 LOGIN_GRACE_TIME_LIMIT = 110.0
 MAX_HTTP_TIMEOUT = 60.0
 MAX_FILE_BYTES = 64 * 1024
@@ -273,7 +274,13 @@ def parse_config(text: str, path: str) -> Config:
     missing = [k for k in REQUIRED if k not in values]
     if missing:
         raise ConfigError(f"{path}: missing required key(s): {', '.join(missing)}")
-    return Config(path=path, **values)  # type: ignore[arg-type]
+    config = Config(path=path, **values)  # type: ignore[arg-type]
+    # The last status call may run up to http_timeout past the end of the wait.
+    if config.auth_timeout + config.http_timeout >= LOGIN_GRACE_TIME:
+        line = seen_at.get("auth_timeout", seen_at.get("http_timeout"))
+        raise ConfigError(f"{path}, line {line}: key 'auth_timeout' plus http_timeout must stay "
+                          f"below {LOGIN_GRACE_TIME:g} seconds (sshd's LoginGraceTime)")
+    return config
 
 
 def load_config(path: str = DEFAULT_PATH, *, require_root_owner: bool = True) -> Config:

@@ -81,6 +81,13 @@ debug = true
     assert config.audit_log == "/var/log/toopher-audit.log" and config.debug is True
 
 
+def test_the_wait_plus_one_http_call_must_end_before_login_grace_time():
+    assert parse("auth_timeout = 100\nhttp_timeout = 19\n").auth_timeout == 100
+    message = error_of(MINIMAL + "auth_timeout = 100\nhttp_timeout = 20\n")
+    assert message == ("/etc/test.conf, line 6: key 'auth_timeout' plus http_timeout must "
+                       "stay below 120 seconds (sshd's LoginGraceTime)")
+
+
 def test_comments_and_blank_lines_are_ignored():
     assert parse("# a comment\n; another\n\n").consumer_key == "key123"
 
