@@ -63,8 +63,6 @@ class Outcome(enum.Enum):
     INTERNAL_ERROR = "internal_error"      # a bug; the traceback goes to syslog
 
 
-# Allowing without a second factor is the exception, so it is listed.
-ALLOWING_OUTCOMES = frozenset({Outcome.GRANTED, Outcome.FAILED_OPEN})
 _SEVERITY = {
     Outcome.GRANTED: LOG_INFO, Outcome.SKIPPED: LOG_INFO, Outcome.DISABLED: LOG_INFO,
     Outcome.UNPAIRED_ALLOWED: LOG_WARNING, Outcome.FAILED_OPEN: LOG_WARNING,
@@ -81,7 +79,6 @@ class LoginRequest:
     service: str
     rhost: Optional[str] = None
     tty: Optional[str] = None
-    ruser: Optional[str] = None
     command: Optional[str] = None      # for sudo: the command line being authorized
     # True where info messages are held back until the next prompt (sshd):
     # the user then learns about the push only through a prompt.

@@ -183,7 +183,7 @@ def _authenticate(pamh: Any, argv: List[str]) -> int:
         return pamh.PAM_USER_UNKNOWN
     request = LoginRequest(
         user=user, service=service, rhost=_item(pamh, "rhost"), tty=_item(pamh, "tty"),
-        ruser=_item(pamh, "ruser"), command=read_sudo_command(service),
+        command=read_sudo_command(service),
         messages_deferred=_info_held_back(service))
     audit = AuditTrail(path=arguments.audit_log)
     if arguments.debug:

@@ -3,7 +3,6 @@
 import os
 import pwd
 import subprocess
-import sys
 import textwrap
 from dataclasses import replace
 

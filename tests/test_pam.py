@@ -29,12 +29,14 @@ def _root_only():
 
 @pytest.fixture(scope="module")
 def srv():
+    require_root()  # module fixtures start before the autouse skip
     with RunningServer() as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def tls_srv():
+    require_root()
     with RunningServer(tls=True) as server:
         yield server
 
