@@ -27,6 +27,9 @@ def _error(status: int, message: str) -> bytes:
 
 class ToopherHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as requests' sessions expect
+    # Garbage request lines are parsed as HTTP/0.9, whose answers have no
+    # status line or headers; answer them as HTTP/1.0 so the 400 is readable.
+    default_request_version = "HTTP/1.0"
     server_version = "ToopherCompatible/1.0"
     timeout = SOCKET_TIMEOUT
     # Headers and body go out in separate writes; with Nagle's algorithm the
@@ -130,8 +133,9 @@ class ToopherHandler(BaseHTTPRequestHandler):
     # -- logs: method, path, status; never the query, headers or body -------------
 
     def log_request(self, code="-", size="-"):
-        path = (self.path or "").partition("?")[0]
-        sys.stderr.write(f"{self.address_string()} {self.command} {path} {code}\n")
+        # Unset when the request line itself was malformed.
+        path = (getattr(self, "path", None) or "-").partition("?")[0]
+        sys.stderr.write(f"{self.address_string()} {self.command or '-'} {path} {code}\n")
 
     def log_message(self, format, *args):
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
