@@ -137,9 +137,10 @@ def _request_obj(row) -> dict:
 
 def _phone_view(row) -> dict:
     """What the phone app shows for a pending request (or pairing)."""
-    view = {"id": row["id"], "user": row["user_name"], "requester": row["requester_name"]}
+    view = {"id": row["id"], "user": row["user_name"]}
     if "terminal_name" in row.keys():
         view.update(terminal=row["terminal_name"], action=row["action_name"])
+    view["requester"] = row["requester_name"]
     return view
 
 
