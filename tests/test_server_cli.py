@@ -115,3 +115,11 @@ def test_serve_prints_one_line_and_exits_cleanly_on_sigterm():
         assert "Traceback" not in server.log()
     finally:
         server.close()
+
+
+def test_call_sends_a_signed_request(server):
+    result = run("call", "--url", server.url, "--key", server.key, "--secret", server.secret,
+                 "GET", "users", "name=nobody")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "HTTP 200\n[]\n", "")
+    assert_one_line_error(run("call", "--url", server.url, "--key", server.key, "--secret",
+                              server.secret, "POST", "users/create", "oops"), 2, "NAME=VALUE")

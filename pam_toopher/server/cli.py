@@ -115,6 +115,32 @@ def cmd_phone(args) -> int:
     return 0
 
 
+def cmd_call(args) -> int:
+    """A signed request by hand, for docs and debugging (not the project's client)."""
+    import requests  # only this command needs it
+    from requests_oauthlib import OAuth1
+
+    params = {}
+    for pair in args.params:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"parameter {pair!r} is not NAME=VALUE")
+        params[name] = value
+    url = f"{args.url.rstrip('/')}/{args.path.lstrip('/')}"
+    auth = OAuth1(args.key, args.secret)
+    verify = args.ca or True
+    try:
+        if args.method == "GET":
+            response = requests.get(url, params=params, auth=auth, verify=verify, timeout=60)
+        else:
+            response = requests.post(url, data=params, auth=auth, verify=verify, timeout=60)
+    except requests.RequestException as error:
+        raise ServerError(f"request failed: {error}") from None
+    print(f"HTTP {response.status_code}")
+    print(response.text)
+    return 0
+
+
 def cmd_fault(args) -> int:
     phone = Phone(_db(args))
     if args.kind == "clear":
@@ -176,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("unpair", parents=[db], help="delete the pairing on the phone"
                        ).add_argument("user")
     actions.add_parser("otp", parents=[db], help="print the current OTP").add_argument("user")
+
+    call = commands.add_parser("call", help="send one signed API request and print the answer")
+    call.add_argument("--url", default=os.environ.get("TOOPHER_URL"), required=
+                      not os.environ.get("TOOPHER_URL"), help="base URL (default: $TOOPHER_URL)")
+    call.add_argument("--key", default=os.environ.get("TOOPHER_KEY"), required=
+                      not os.environ.get("TOOPHER_KEY"), help="consumer key ($TOOPHER_KEY)")
+    call.add_argument("--secret", default=os.environ.get("TOOPHER_SECRET"), required=
+                      not os.environ.get("TOOPHER_SECRET"), help="consumer secret ($TOOPHER_SECRET)")
+    call.add_argument("--ca", help="CA certificate file for https")
+    call.add_argument("method", choices=("GET", "POST"))
+    call.add_argument("path", help="e.g. authentication_requests/initiate")
+    call.add_argument("params", nargs="*", metavar="NAME=VALUE")
+    call.set_defaults(func=cmd_call)
 
     fault = commands.add_parser("fault", parents=[db], help="make the next answers misbehave")
     fault.add_argument("kind", choices=FAULT_KINDS + ("clear",))
