@@ -57,8 +57,9 @@ def cmd_serve(args) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     scheme = "https" if args.tls_cert else "http"
-    print(f"listening on {scheme}://{args.host}:{server.server_address[1]}/v1", flush=True)
     try:
+        # Inside the try: a SIGTERM right after this line must still exit cleanly.
+        print(f"listening on {scheme}://{args.host}:{server.server_address[1]}/v1", flush=True)
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         pass
