@@ -144,6 +144,9 @@ class ToopherHandler(BaseHTTPRequestHandler):
 class ToopherServer(ThreadingHTTPServer):
     daemon_threads = True  # long polls must not delay shutdown
     allow_reuse_address = True
+    # socketserver's default backlog of 5 resets connections when dozens of
+    # clients connect at once (seen with 50 concurrent test clients).
+    request_queue_size = 128
 
     def __init__(self, address, store: Store, api: Api,
                  tls_context: Optional[ssl.SSLContext] = None):
