@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from pam_toopher.server.store import Store
 from tests.support.server import REPO_ROOT, RunningServer, server_command, server_env
 from tests.test_server_api import initiate, ok
 
@@ -83,7 +84,9 @@ def test_fault_command(server):
     (("phone", "list"), 2, "--db PATH is required"),
     ((), 2, "required: command"),
     (("fly",), 2, "invalid choice: 'fly'"),
-    (("phone", "--db", "/nonexistent/dir/t.db", "list"), 1, "unable to open database file"),
+    (("requester", "create", "x", "--db", "/nonexistent/dir/t.db"), 1,
+     "unable to open database file"),
+    (("phone", "--db", "/nonexistent/t.db", "list"), 1, "no database at /nonexistent/t.db"),
     (("phone", "--db", "DB", "approve", "00000000-0000-4000-8000-000000000000"), 1,
      "No such authentication request"),
     (("phone", "--db", "DB", "otp", "nobody"), 1, "No active pairing for nobody"),
@@ -93,7 +96,9 @@ def test_fault_command(server):
      "No such file"),
 ])
 def test_errors_are_one_line(tmp_path, args, status, message):
-    args = [str(tmp_path / "t.db") if arg == "DB" else arg for arg in args]
+    db = tmp_path / "t.db"
+    Store(str(db)).close()
+    args = [str(db) if arg == "DB" else arg for arg in args]
     assert_one_line_error(run(*args), status, message)
 
 

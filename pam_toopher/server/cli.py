@@ -39,6 +39,14 @@ def _db(args) -> str:
     return path
 
 
+def _existing_db(args) -> str:
+    """The database of a running (or ran) server: a typo must not make a new, empty one."""
+    path = _db(args)
+    if path != ":memory:" and not os.path.exists(path):
+        raise ServerError(f"no database at {path} (start the server or create a requester first)")
+    return path
+
+
 def _quoted(view: dict) -> str:
     return " ".join(f"{name}={shlex.quote(str(value))}" for name, value in view.items()
                     if name != "id")
@@ -82,7 +90,7 @@ def cmd_requester_list(args) -> int:
 
 
 def cmd_phone(args) -> int:
-    phone = Phone(_db(args))
+    phone = Phone(_existing_db(args))
     action = args.action
     if action == "phrase":
         print(phone.make_pairing_phrase(args.user))
@@ -143,7 +151,7 @@ def cmd_call(args) -> int:
 
 
 def cmd_fault(args) -> int:
-    phone = Phone(_db(args))
+    phone = Phone(_existing_db(args))
     if args.kind == "clear":
         phone.clear_faults()
     else:

@@ -1,6 +1,7 @@
 """A real Toopher-compatible server in a subprocess, for tests.
 
     from tests.support.server import RunningServer, toopher_server
+    # also: toopher_server_module (module scope), toopher_tls_server
 
     def test_login(toopher_server):
         srv = toopher_server               # started, with a requester
@@ -235,6 +236,13 @@ class SignedClient:
 @pytest.fixture
 def toopher_server():
     """A fresh server (own database, own port) for one test."""
+    with RunningServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def toopher_server_module():
+    """One server shared by a test module (use distinct user names per test)."""
     with RunningServer() as server:
         yield server
 
