@@ -5,7 +5,7 @@ import time
 import pytest
 
 from tests.support.server import RunningServer
-from tests.test_server_api import error, initiate, ok, pair, paired_with_terminal
+from tests.test_server_api import error, initiate, ok, paired_with_terminal
 
 
 @pytest.fixture(scope="module")

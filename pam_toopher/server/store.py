@@ -322,24 +322,32 @@ class Store:
                         auto_accept, auto_at))
         return self.get_pairing(requester_id, pairing_id)
 
-    def _settle_pairings(self, db, pairing_id: Optional[str] = None) -> None:
-        """Apply pairing rules that are due (all, or one pairing's)."""
-        where = "pending = 1 AND auto_at IS NOT NULL AND auto_at <= ?"
-        args = [self.clock()]
-        if pairing_id is not None:
-            where += " AND id = ?"
-            args.append(pairing_id)
-        db.execute(f"UPDATE pairings SET pending = 0, enabled = auto_accept WHERE {where}", args)
+    def _due(self, object_id: Optional[str]) -> Tuple[str, list]:
+        """WHERE clause and arguments of pending objects whose rule answer is due."""
+        where, args = "pending = 1 AND auto_at IS NOT NULL AND auto_at <= ?", [self.clock()]
+        if object_id is not None:
+            where, args = where + " AND id = ?", args + [object_id]
+        return where, args
 
-    def _pairing_row(self, pairing_id: str):
+    def _read_settled(self, query: str, object_id: str, settle):
+        """One row by id, after applying its rule if due (a read that rarely writes)."""
         with self._tx(write=False) as db:
-            row = db.execute(_PAIRING_SELECT + " WHERE p.id = ?", (pairing_id,)).fetchone()
+            row = db.execute(query, (object_id,)).fetchone()
         if row is not None and row["pending"] and row["auto_at"] is not None \
                 and row["auto_at"] <= self.clock():
             with self._tx() as db:
-                self._settle_pairings(db, pairing_id)
-                row = db.execute(_PAIRING_SELECT + " WHERE p.id = ?", (pairing_id,)).fetchone()
+                settle(db, object_id)
+                row = db.execute(query, (object_id,)).fetchone()
         return row
+
+    def _settle_pairings(self, db, pairing_id: Optional[str] = None) -> None:
+        """Apply pairing rules that are due (all, or one pairing's)."""
+        where, args = self._due(pairing_id)
+        db.execute(f"UPDATE pairings SET pending = 0, enabled = auto_accept WHERE {where}", args)
+
+    def _pairing_row(self, pairing_id: str):
+        return self._read_settled(_PAIRING_SELECT + " WHERE p.id = ?", pairing_id,
+                                  self._settle_pairings)
 
     def get_pairing(self, requester_id: str, pairing_id: str) -> dict:
         return _pairing_obj(self._owned(self._pairing_row(pairing_id), requester_id, "pairing"))
@@ -537,25 +545,15 @@ class Store:
 
     def _settle_requests(self, db, request_id: Optional[str] = None) -> None:
         """Apply phone rules whose delay has passed (all, or one request's)."""
-        where = "pending = 1 AND auto_at IS NOT NULL AND auto_at <= ?"
-        args = [self.clock()]
-        if request_id is not None:
-            where += " AND id = ?"
-            args.append(request_id)
+        where, args = self._due(request_id)
         db.execute(
             "UPDATE auth_requests SET pending = 0, granted = auto_grant, automated = auto_automated,"
             " reason = CASE auto_grant WHEN 1 THEN 'approved by rule' ELSE 'denied by rule' END,"
             f" reason_code = {REASON_RULE} WHERE {where}", args)
 
     def _request_row(self, request_id: str):
-        with self._tx(write=False) as db:
-            row = db.execute(_REQUEST_SELECT + " WHERE r.id = ?", (request_id,)).fetchone()
-        if row is not None and row["pending"] and row["auto_at"] is not None \
-                and row["auto_at"] <= self.clock():
-            with self._tx() as db:
-                self._settle_requests(db, request_id)
-                row = db.execute(_REQUEST_SELECT + " WHERE r.id = ?", (request_id,)).fetchone()
-        return row
+        return self._read_settled(_REQUEST_SELECT + " WHERE r.id = ?", request_id,
+                                  self._settle_requests)
 
     def get_request(self, requester_id: str, request_id: str) -> dict:
         row = self._owned(self._request_row(request_id), requester_id, "authentication request")
