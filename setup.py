@@ -17,7 +17,8 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["pam_toopher", "pam_toopher.*"]),
-    install_requires=["requests>=2.25", "requests-oauthlib>=1.3"],
+    # oauthlib is named because the server verifies signatures with it directly.
+    install_requires=["requests>=2.25", "requests-oauthlib>=1.3", "oauthlib>=3.1"],
     entry_points={
         "console_scripts": [
             "toopher-pam=pam_toopher.cli:main",

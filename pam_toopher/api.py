@@ -313,6 +313,10 @@ class ToopherApi:
     for both; ``retry_budget`` bounds the total time one call spends on
     retries.  ``ca_bundle`` is a CA file or directory to verify the server
     with instead of the system's; verification itself cannot be switched off.
+
+    ``deadline`` (a ``time.monotonic()`` value, settable at any time) bounds
+    every call: timeouts are trimmed to it and no retry starts after it, so
+    a caller such as a PAM module can promise an end to its whole login.
     """
 
     def __init__(self, key: str, secret: str, api_url: Optional[str] = None, *,
@@ -320,6 +324,7 @@ class ToopherApi:
                  retry_budget: float = DEFAULT_RETRY_BUDGET,
                  user_agent: Optional[str] = None,
                  session: Optional[requests.Session] = None,
+                 deadline: Optional[float] = None,
                  sleep: Callable[[float], None] = time.sleep,
                  monotonic: Callable[[], float] = time.monotonic):
         if not key or not secret:
@@ -329,6 +334,7 @@ class ToopherApi:
         self.ca_bundle = ca_bundle
         self.timeout = timeout if isinstance(timeout, tuple) else (float(timeout), float(timeout))
         self.retry_budget = retry_budget
+        self.deadline = deadline
         self.user_agent = user_agent or USER_AGENT
         self._auth = oauth1_signer(key, secret)
         self._session = session or requests.Session()
@@ -490,8 +496,10 @@ class ToopherApi:
                 return self._request_once(method, url, query, form, extra_wait)
             except ToopherUnavailableError as error:
                 wait = error.retry_after if error.retry_after is not None else backoff
-                spent = self._monotonic() - started
-                if not (idempotent or error.not_processed) or spent + wait > self.retry_budget:
+                now = self._monotonic()
+                if (not (idempotent or error.not_processed)
+                        or now - started + wait > self.retry_budget
+                        or (self.deadline is not None and now + wait >= self.deadline)):
                     raise
             self._sleep(wait)
             backoff *= 2
@@ -499,12 +507,18 @@ class ToopherApi:
     def _request_once(self, method: str, url: str, query: Optional[dict],
                       form: Optional[dict], extra_wait: float) -> Any:
         connect_timeout, read_timeout = self.timeout
+        read_timeout += extra_wait
         origin = _origin(url)
+        if self.deadline is not None:
+            left = self.deadline - self._monotonic()
+            if left <= 0:
+                raise ToopherUnavailableError(f"no time left to call {origin}")
+            connect_timeout, read_timeout = min(connect_timeout, left), min(read_timeout, left)
         try:
             response = self._session.request(
                 method, url, params=query, data=form, auth=self._auth,
                 headers={"User-Agent": self.user_agent, "Accept": "application/json"},
-                timeout=(connect_timeout, read_timeout + extra_wait),
+                timeout=(connect_timeout, read_timeout),
                 verify=self.ca_bundle or True, allow_redirects=False, stream=True)
         except requests.exceptions.SSLError as exc:
             raise ToopherTLSError(
@@ -521,11 +535,12 @@ class ToopherApi:
         except requests.exceptions.RequestException as exc:
             raise ToopherApiError(f"could not send the request: {_reason(exc)}") from exc
         with response:
-            body = _read_capped(response, origin)
+            body = _read_capped(response, origin, self.deadline, self._monotonic)
             return _interpret(response, body, origin)
 
 
-def _read_capped(response: requests.Response, origin: str) -> bytes:
+def _read_capped(response: requests.Response, origin: str, deadline: Optional[float],
+                 monotonic: Callable[[], float]) -> bytes:
     too_large = MalformedResponseError(
         f"{origin} sent an answer larger than {MAX_RESPONSE_BYTES} bytes",
         status=response.status_code)
@@ -539,6 +554,9 @@ def _read_capped(response: requests.Response, origin: str) -> bytes:
             if size > MAX_RESPONSE_BYTES:
                 raise too_large
             chunks.append(chunk)
+            # The read timeout bounds each read, not a server trickling bytes.
+            if deadline is not None and monotonic() > deadline:
+                raise ToopherUnavailableError(f"{origin} did not finish its answer in time")
     except requests.exceptions.RequestException as exc:
         # The connection broke mid-answer (reset, cut off, read timeout).
         raise ToopherUnavailableError(f"{origin} broke off its answer: {_reason(exc)}") from exc

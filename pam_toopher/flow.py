@@ -176,6 +176,9 @@ def decide(request: LoginRequest, config: Config, conversation: Conversation,
 
     deadline = clock.now() + config.auth_timeout
     client = api_factory(config)
+    # The last call may start just before the wait ends; it gets one HTTP
+    # timeout more and no retry, so the module ends well inside LoginGraceTime.
+    client.deadline = deadline + config.http_timeout
     session = _Session(request, config, conversation, client, clock, deadline, debug)
     try:
         return session.second_factor()

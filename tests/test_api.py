@@ -379,3 +379,25 @@ def test_key_and_secret_are_required():
         ToopherApi("", "secret")
     with pytest.raises(ValueError):
         ToopherApi("key", "")
+
+
+# ---------------------------------------------------------------- deadline
+
+
+def test_the_deadline_trims_a_long_poll_and_stops_retries():
+    with serve(Answer(body=auth_request(), delay=3)) as server:
+        api = client(server, timeout=(2.0, 5.0), retry_budget=10)
+        api.deadline = time.monotonic() + 1.0
+        started = time.monotonic()
+        with pytest.raises(ToopherUnavailableError):
+            api.get_authentication_status(REQUEST_ID, long_poll=10)
+        assert time.monotonic() - started < 1.6
+        assert len(server.received) == 1
+
+
+def test_no_call_starts_after_the_deadline():
+    with serve(Answer(body=auth_request())) as server:
+        api = client(server, deadline=time.monotonic() - 1)
+        with pytest.raises(ToopherUnavailableError, match="no time left"):
+            api.authenticate_by_user_name("alice", "host1")
+    assert server.received == []

@@ -180,6 +180,13 @@ def test_timeout_with_long_polls_that_never_pass_the_deadline():
     assert "no answer from your phone" in world.person.texts()
 
 
+def test_every_http_call_is_bounded_by_the_wait_plus_one_http_timeout():
+    world = World(answers=[""], auth_timeout=30.0, http_timeout=7.0)
+    started = world.clock.now()
+    world.login()
+    assert world.api.deadline == pytest.approx(started + 30.0 + 7.0)
+
+
 def test_timeout_against_a_server_without_long_poll_paces_one_request_per_second():
     world = World(answers=[""], auth_timeout=10.0)
     world.api.phone = "never"
