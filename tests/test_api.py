@@ -20,7 +20,7 @@ from pam_toopher.api import (MAX_RESPONSE_BYTES, MalformedResponseError, Pairing
                              ToopherUnavailableError, UserDisabledError, UserUnknownError,
                              oauth1_signer)
 from tests.support.scripted_http import KEY, SECRET, Answer, ScriptedServer
-from tests.support.tls import make_server_cert
+from tests.support.server import make_ca, make_server_cert
 
 REQUEST_ID = str(uuid.uuid4())
 
@@ -315,26 +315,28 @@ def test_retries_stop_when_the_budget_is_spent():
 # ---------------------------------------------------------------- TLS
 
 
-def tls_server(tmp_path, script):
-    files = make_server_cert(tmp_path, "good")
+def tls_server(tmp_path, script, alt_names="IP:127.0.0.1,DNS:localhost"):
+    """A scripted HTTPS server; returns the path of the CA that signed it, and the server."""
+    ca = make_ca(tmp_path, "good-ca")
+    cert, key = make_server_cert(tmp_path, ca, alt_names=alt_names)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(files.cert, files.key)
-    return files, ScriptedServer(script, tls_context=context)
+    context.load_cert_chain(cert, key)
+    return ca[0], ScriptedServer(script, tls_context=context)
 
 
 def test_tls_with_the_right_ca_bundle_works(tmp_path):
-    files, server = tls_server(tmp_path, lambda r: Answer(body=auth_request()))
+    ca_cert, server = tls_server(tmp_path, lambda r: Answer(body=auth_request()))
     with server:
-        status = client(server, ca_bundle=str(files.ca_cert)).get_authentication_status(REQUEST_ID)
+        status = client(server, ca_bundle=str(ca_cert)).get_authentication_status(REQUEST_ID)
     assert status.id == REQUEST_ID and server.received[0].signature_valid
 
 
 @pytest.mark.parametrize("bundle", ["other-ca", "system"])
 def test_a_certificate_that_does_not_verify_is_a_tls_error_not_an_outage(tmp_path, bundle):
-    other = make_server_cert(tmp_path / "other", "other")
+    other_ca, _ = make_ca(tmp_path, "other-ca")
     _, server = tls_server(tmp_path, lambda r: Answer(body=auth_request()))
     with server:
-        ca_bundle = str(other.ca_cert) if bundle == "other-ca" else None
+        ca_bundle = str(other_ca) if bundle == "other-ca" else None
         with pytest.raises(ToopherTLSError, match="did not verify") as caught:
             client(server, ca_bundle=ca_bundle).authenticate_by_user_name("alice", "host1")
     assert not isinstance(caught.value, ToopherUnavailableError)
@@ -342,17 +344,16 @@ def test_a_certificate_that_does_not_verify_is_a_tls_error_not_an_outage(tmp_pat
 
 
 def test_a_certificate_for_another_host_is_a_tls_error(tmp_path):
-    files = make_server_cert(tmp_path, "elsewhere", hosts=("toopher.example.org",))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(files.cert, files.key)
-    with ScriptedServer(lambda r: Answer(body=auth_request()), tls_context=context) as server:
+    ca_cert, server = tls_server(tmp_path, lambda r: Answer(body=auth_request()),
+                                 alt_names="DNS:toopher.example.org")
+    with server:
         with pytest.raises(ToopherTLSError):
-            client(server, ca_bundle=str(files.ca_cert)).get_authentication_status(REQUEST_ID)
+            client(server, ca_bundle=str(ca_cert)).get_authentication_status(REQUEST_ID)
 
 
 def test_the_environment_cannot_swap_the_ca_bundle(tmp_path, monkeypatch):
-    files, server = tls_server(tmp_path, lambda r: Answer(body=auth_request()))
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(files.ca_cert))
+    ca_cert, server = tls_server(tmp_path, lambda r: Answer(body=auth_request()))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca_cert))
     with server:
         with pytest.raises(ToopherTLSError):
             client(server).get_authentication_status(REQUEST_ID)

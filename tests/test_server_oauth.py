@@ -4,9 +4,6 @@ The check value of toopher-api.md is computed twice, independently of the
 server (oauthlib's client and a hand-rolled RFC 5849 signer), then the
 server must accept exactly that request and refuse every altered one.
 """
-import base64
-import hashlib
-import hmac
 import time
 from urllib.parse import quote
 
@@ -17,6 +14,7 @@ from requests_oauthlib import OAuth1
 
 from pam_toopher.server.app import Api
 from pam_toopher.server.store import Store
+from tests.support.oauth_check import rfc5849_authorization
 from tests.support.server import RunningServer
 
 KEY, SECRET = "dpf43f3p2l4k3l03", "kd94hf93k423kf44"
@@ -30,18 +28,6 @@ UNAUTHORIZED = {"error_code": 401, "error_message": "Not a valid OAuth signed re
 
 def _enc(text: str) -> str:
     return quote(text, safe="~")
-
-
-def rfc5849_authorization(method, url, params, key, secret, nonce, timestamp):
-    """An Authorization header built by hand from RFC 5849 sections 3.4 and 3.5.1."""
-    oauth = {"oauth_consumer_key": key, "oauth_nonce": nonce,
-             "oauth_signature_method": "HMAC-SHA1", "oauth_timestamp": timestamp,
-             "oauth_version": "1.0"}
-    pairs = sorted((_enc(k), _enc(v)) for k, v in list(params) + list(oauth.items()))
-    base = "&".join([method, _enc(url), _enc("&".join(f"{k}={v}" for k, v in pairs))])
-    digest = hmac.new(f"{_enc(secret)}&".encode(), base.encode(), hashlib.sha1).digest()
-    oauth["oauth_signature"] = base64.b64encode(digest).decode()
-    return "OAuth " + ", ".join(f'{k}="{_enc(v)}"' for k, v in oauth.items()), oauth["oauth_signature"]
 
 
 CHECK_PARAMS = [("user_name", "alice"), ("terminal_name_extra", "host1"), ("action_name", "SSH login")]

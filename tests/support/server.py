@@ -62,12 +62,13 @@ def make_ca(directory: Path, name: str) -> Tuple[Path, Path]:
     return cert, key
 
 
-def make_server_cert(directory: Path, ca: Tuple[Path, Path], name: str = "server") -> Tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and localhost signed by ``ca``."""
+def make_server_cert(directory: Path, ca: Tuple[Path, Path], name: str = "server",
+                     alt_names: str = "IP:127.0.0.1,DNS:localhost") -> Tuple[Path, Path]:
+    """A certificate for ``alt_names`` (127.0.0.1 and localhost) signed by ``ca``."""
     cert, key, csr = (directory / f"{name}.pem", directory / f"{name}.key",
                       directory / f"{name}.csr")
     extensions = directory / f"{name}.ext"
-    extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+    extensions.write_text(f"subjectAltName={alt_names}\n"
                           "basicConstraints=critical,CA:FALSE\n"
                           "keyUsage=critical,digitalSignature\n"
                           "extendedKeyUsage=serverAuth\n")
