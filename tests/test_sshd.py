@@ -1,0 +1,258 @@
+"""The module inside a real sshd, driven by a real OpenSSH client.
+
+Each test starts its own sshd (tests/support/sshd.py) on a free loopback
+port, run through a symlink named ``sshd-tphrXXXX`` so that its PAM service
+is /etc/pam.d/sshd-tphrXXXX (made and removed here), never /etc/pam.d/sshd.
+A throwaway local user logs in with ``ssh`` under pexpect while the test
+plays the phone on the project's Toopher server.  Each test asserts what the
+user saw, whether the command ran, and the one audit line.
+"""
+
+import time
+
+import pexpect
+import pytest
+
+from tests.conftest import require_root
+from tests.support.pam import PamScene, PamService, toopher_line, unique_name
+from tests.support.server import RunningServer
+from tests.support.sshd import TestSshd
+from tests.test_pam import pair, settings
+
+AUTH_TIMEOUT = 3
+LOGIN_GRACE_TIME = 20
+PASSWORD_PROMPT = r"\) Password: "
+PUSH_PROMPT = r"Toopher: approve the request on your phone, then press Enter[^:]*: "
+DENIED = "Permission denied"
+PAM_FAIL_DELAY = 2  # pam_unix asks libpam to wait 2 s before reporting any failure
+
+
+@pytest.fixture(autouse=True)
+def _root_only():
+    require_root()
+
+
+@pytest.fixture(scope="module")
+def srv():
+    require_root()
+    with RunningServer() as server:
+        yield server
+
+
+@pytest.fixture
+def scene(tmp_path):
+    require_root()
+    with PamScene(tmp_path) as made:
+        yield made
+
+
+def password_stack(scene):
+    """docs/pam.md, "sshd: password + push": common-auth, then the module."""
+    return ["auth requisite pam_unix.so",
+            toopher_line(scene.shim, scene.config_path),
+            "account required pam_unix.so",
+            "session required pam_permit.so"]
+
+
+def key_stack(scene):
+    """docs/pam.md, "sshd: key + push": only the second factor."""
+    return [toopher_line(scene.shim, scene.config_path,
+                         "[success=done ignore=ignore default=die]"),
+            "auth required pam_permit.so",
+            "account required pam_unix.so",
+            "session required pam_permit.so"]
+
+
+def start_sshd(scene, lines, methods="keyboard-interactive", **extra):
+    """The PAM service sshd-tphrXXXX with ``lines``, and an sshd that uses it."""
+    scene.service = PamService(lines, name=f"sshd-{unique_name()}")
+    return TestSshd(scene.directory / "sshd", scene.service.name,
+                    login_grace_time=LOGIN_GRACE_TIME, authentication_methods=methods,
+                    extra=extra)
+
+
+def marker():
+    """A command whose output cannot appear unless the shell ran it."""
+    word = unique_name("ran")
+    return f"echo {word[:3]}''{word[3:]}", word
+
+
+def requests_for(server, user):
+    """How many authentication requests the server received for ``user``."""
+    return server.query("SELECT COUNT(*) FROM auth_requests r JOIN users u "
+                        "ON u.id = r.user_id WHERE u.name = ?", user)[0][0]
+
+
+def finish(child):
+    child.expect(pexpect.EOF)
+    child.close()
+    return child.before, child.exitstatus
+
+
+def explain(scene, sshd, child=None):
+    return (f"{scene.describe()}\nsshd log:\n{sshd.log()}"
+            + (f"\nclient: {child.before!r}" if child is not None else ""))
+
+
+# ------------------------------------------------------------- password + push
+
+@pytest.mark.parametrize("otp_fallback", [True, False])
+def test_approved_after_the_prompt_was_shown_while_pending(srv, scene, otp_fallback):
+    pair(srv, scene.user.name)
+    scene.write_config(**settings(srv, otp_fallback=otp_fallback))
+    command, word = marker()
+    with start_sshd(scene, password_stack(scene)) as sshd:
+        child = sshd.ssh(scene.user.name, command)
+        child.expect(PASSWORD_PROMPT)
+        child.sendline(scene.user.password)
+        child.expect(PUSH_PROMPT)
+        # The user reads "approve on your phone" while the request is still
+        # pending: the prompt came before the wait, not after it.
+        pending = srv.phone.pending_requests(scene.user.name)
+        assert len(pending) == 1, explain(scene, sshd, child)
+        assert pending[0]["action"] == f"{scene.service.name} login from 127.0.0.1"
+        srv.phone.approve(pending[0]["id"])
+        child.sendline("")
+        output, status = finish(child)
+    assert status == 0, explain(scene, sshd, child)
+    assert word in output
+    audit = scene.audit()
+    assert audit["outcome"] == "granted", audit
+    assert (audit["user"], audit["service"], audit["rhost"]) == \
+        (scene.user.name, scene.service.name, "127.0.0.1")
+    assert audit["request"] == pending[0]["id"]
+
+
+def test_denied_gets_no_shell(srv, scene):
+    pair(srv, scene.user.name)
+    srv.phone.set_rule(scene.user.name, "deny", delay=0.3)
+    scene.write_config(**settings(srv))
+    command, word = marker()
+    with start_sshd(scene, password_stack(scene)) as sshd:
+        child = sshd.ssh(scene.user.name, command)
+        child.expect(PASSWORD_PROMPT)
+        child.sendline(scene.user.password)
+        child.expect(PUSH_PROMPT)
+        child.sendline("")
+        output, status = finish(child)
+    assert status == 255 and DENIED in output, explain(scene, sshd, child)
+    assert word not in output
+    assert scene.audit()["outcome"] == "denied"
+    assert "Accepted" not in sshd.log()
+
+
+def test_no_answer_is_refused_within_auth_timeout(srv, scene):
+    pair(srv, scene.user.name)  # no rule: the phone never answers
+    scene.write_config(**settings(srv))
+    command, word = marker()
+    with start_sshd(scene, password_stack(scene)) as sshd:
+        child = sshd.ssh(scene.user.name, command)
+        child.expect(PASSWORD_PROMPT)
+        child.sendline(scene.user.password)
+        child.expect(PUSH_PROMPT)
+        started = time.monotonic()
+        child.sendline("")
+        output, status = finish(child)
+        took = time.monotonic() - started
+    assert status == 255 and DENIED in output, explain(scene, sshd, child)
+    assert word not in output
+    audit = scene.audit()
+    assert audit["outcome"] == "timeout", audit
+    # The module's deadline runs from the push; libpam then adds pam_unix's
+    # 2 s delay after a failure.  All of it well before LoginGraceTime.
+    assert float(audit["elapsed"].rstrip("s")) <= AUTH_TIMEOUT + 0.5, audit
+    assert took <= AUTH_TIMEOUT + PAM_FAIL_DELAY + 1.5 < LOGIN_GRACE_TIME, took
+
+
+def test_otp_typed_at_the_prompt(srv, scene):
+    pair(srv, scene.user.name)
+    scene.write_config(**settings(srv))
+    command, word = marker()
+    with start_sshd(scene, password_stack(scene)) as sshd:
+        child = sshd.ssh(scene.user.name, command)
+        child.expect(PASSWORD_PROMPT)
+        child.sendline(scene.user.password)
+        child.expect(PUSH_PROMPT)
+        child.sendline(srv.phone.otp(scene.user.name))
+        output, status = finish(child)
+    assert status == 0 and word in output, explain(scene, sshd, child)
+    audit = scene.audit()
+    assert audit["outcome"] == "granted" and audit["reason"] == "valid otp", audit  # the server's reason
+
+
+def test_wrong_password_sends_no_push(srv, scene):
+    pair(srv, scene.user.name)
+    srv.phone.set_rule(scene.user.name, "approve")
+    scene.write_config(**settings(srv))
+    with start_sshd(scene, password_stack(scene)) as sshd:
+        child = sshd.ssh(scene.user.name, "true")
+        child.expect(PASSWORD_PROMPT)
+        child.sendline("not-the-password")
+        output, status = finish(child)
+    assert status == 255 and DENIED in output, explain(scene, sshd, child)
+    assert "Toopher" not in output
+    assert scene.audit_lines() == []
+    assert requests_for(srv, scene.user.name) == 0
+
+
+# ------------------------------------------------------------------ key + push
+
+@pytest.mark.parametrize("answer, granted", [("approve", True), ("deny", False)])
+def test_key_then_push(srv, scene, answer, granted):
+    pair(srv, scene.user.name)
+    srv.phone.set_rule(scene.user.name, answer, delay=0.3)
+    scene.write_config(**settings(srv))
+    command, word = marker()
+    with start_sshd(scene, key_stack(scene), methods="publickey,keyboard-interactive") as sshd:
+        key = sshd.authorize_key(scene.user.name)
+        child = sshd.ssh(scene.user.name, command, key=key,
+                         methods="publickey,keyboard-interactive")
+        # No password: after the key, the first thing asked is the push prompt.
+        index = child.expect([PUSH_PROMPT, PASSWORD_PROMPT, pexpect.EOF])
+        assert index == 0, explain(scene, sshd, child)
+        child.sendline("")
+        output, status = finish(child)
+    assert f"Partial publickey for {scene.user.name}" in sshd.log(), explain(scene, sshd, child)
+    if granted:
+        assert status == 0 and word in output, explain(scene, sshd, child)
+        assert scene.audit()["outcome"] == "granted"
+    else:
+        assert status == 255 and DENIED in output and word not in output, \
+            explain(scene, sshd, child)
+        assert scene.audit()["outcome"] == "denied"
+
+
+def test_key_alone_is_not_enough(srv, scene):
+    """Without keyboard-interactive the key does not log in: the second step is required."""
+    pair(srv, scene.user.name)
+    scene.write_config(**settings(srv))
+    with start_sshd(scene, key_stack(scene), methods="publickey,keyboard-interactive") as sshd:
+        key = sshd.authorize_key(scene.user.name)
+        child = sshd.ssh(scene.user.name, "true", key=key, methods="publickey")
+        output, status = finish(child)
+    assert status == 255 and DENIED in output, explain(scene, sshd, child)
+    assert scene.audit_lines() == []
+
+
+# ------------------------------------------------------------ inline pairing
+
+def test_unpaired_user_pairs_inline_then_approves(srv, scene):
+    scene.write_config(**settings(srv, unpaired="pair", auth_timeout=8))
+    command, word = marker()
+    with start_sshd(scene, password_stack(scene)) as sshd:
+        child = sshd.ssh(scene.user.name, command)
+        child.expect(PASSWORD_PROMPT)
+        child.sendline(scene.user.password)
+        child.expect(r"Enter the pairing phrase[^:]*: ")
+        child.sendline(srv.phone.make_pairing_phrase(scene.user.name))
+        child.expect(r"Toopher: accept the pairing on your phone, then press Enter: ")
+        pairing = srv.phone.wait_for_pairing(scene.user.name, timeout=2)
+        srv.phone.accept_pairing(pairing["id"])
+        child.sendline("")
+        child.expect(PUSH_PROMPT)
+        request = srv.phone.wait_for_request(scene.user.name, timeout=2)
+        srv.phone.approve(request["id"])
+        child.sendline("")
+        output, status = finish(child)
+    assert status == 0 and word in output, explain(scene, sshd, child)
+    assert scene.audit()["outcome"] == "granted"
