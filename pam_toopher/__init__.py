@@ -8,7 +8,8 @@ names are therefore loaded lazily on first attribute access.
 
 __version__ = "0.1.0"
 
-_API_NAMES = (
+# What the package root re-exports from the client; api.__all__ builds on it.
+CLIENT_NAMES = (
     "ToopherApi",
     "ToopherApiError",
     "ToopherUnavailableError",
@@ -24,11 +25,11 @@ _API_NAMES = (
     "TerminalStatus",
 )
 
-__all__ = ["__version__", *_API_NAMES]
+__all__ = ["__version__", *CLIENT_NAMES]
 
 
 def __getattr__(name):
-    if name in _API_NAMES:
+    if name in CLIENT_NAMES:
         from pam_toopher import api
 
         return getattr(api, name)

@@ -29,24 +29,9 @@ import requests
 import urllib3
 from requests_oauthlib import OAuth1
 
-from pam_toopher import __version__
+from pam_toopher import CLIENT_NAMES, __version__
 
-__all__ = [
-    "DEFAULT_API_URL",
-    "ToopherApi",
-    "ToopherApiError",
-    "ToopherUnavailableError",
-    "ToopherTLSError",
-    "MalformedResponseError",
-    "UserDisabledError",
-    "UserUnknownError",
-    "TerminalUnknownError",
-    "PairingDeactivatedError",
-    "UserStatus",
-    "PairingStatus",
-    "TerminalStatus",
-    "AuthenticationStatus",
-]
+__all__ = ["DEFAULT_API_URL", "oauth1_signer", "error_for_answer", *CLIENT_NAMES]
 
 DEFAULT_API_URL = "https://api.toopher.com/v1/"
 # (connect, read) in seconds for one HTTP call; a long poll adds its own wait

@@ -4,21 +4,9 @@ import time
 
 import pytest
 
+from tests.test_server_api import (api, error, initiate, ok,  # noqa: F401 (fixtures)
+                                   paired_with_terminal, server)
 from tests.support.server import RunningServer
-from tests.test_server_api import error, initiate, ok, paired_with_terminal
-
-
-@pytest.fixture(scope="module")
-def server():
-    with RunningServer() as running:
-        yield running
-
-
-@pytest.fixture
-def api(server):
-    client = server.client()
-    yield client
-    client.close()
 
 
 def _poll_in_thread(api, path, seconds):
