@@ -99,15 +99,16 @@ def build():
         assert built.returncode == 0, f"tools/build-deb failed:\n{built.stdout}\n{built.stderr}"
         debs = {p: sorted((clone / "out").glob(f"{p}_*_all.deb")) for p in PACKAGES}
         assert all(len(found) == 1 for found in debs.values()), debs
-        keep = Path(tmp) / "debs"
-        keep.mkdir()
-        paths = {p: Path(shutil.copy(found[0], keep)) for p, found in debs.items()}
-        yield paths, built.stdout + built.stderr
+        yield {p: found[0] for p, found in debs.items()}, built.stdout + built.stderr
 
 
 @pytest.fixture(scope="module")
 def system(build):
-    """Both packages installed; purged again at the end whatever happens."""
+    """Both packages installed; purged again at the end whatever happens.
+
+    Packages of these names already on the machine are purged first (a run
+    that was killed may have left them): do not run this on a machine where
+    they are in real use."""
     debs, _ = build
     purge()  # a previous run that was killed may have left them
     before = pam_state()
