@@ -17,16 +17,17 @@ import grp
 import os
 import pwd
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
-from typing import Any, Callable, Optional, Protocol, Sequence, Tuple, TypeVar
+from typing import Any, Callable, ContextManager, Optional, Protocol, Sequence, Tuple, TypeVar
 
 from pam_toopher.audit import (LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING,
                                AuditTrail, format_fields)
 from pam_toopher.config import Config, ConfigError, load_config
 from pam_toopher.text import sanitize
 
-__all__ = ["Outcome", "LoginRequest", "Decision", "Conversation", "Clock", "SystemClock",
+__all__ = ["Outcome", "Interrupted", "LoginRequest", "Decision", "Conversation", "Clock", "SystemClock",
            "Account", "lookup_account", "needs_second_factor", "describe_action",
            "default_api_factory", "wait_until_answered", "decide", "run", "audit_fields"]
 
@@ -40,6 +41,7 @@ POLL_INTERVAL = 1.0
 RETRY_BUDGET = 3.0
 MAX_ACTION_LENGTH = 200
 OTP_LENGTH = 6
+ABORTED_REASON = "cancelled with Ctrl-C"
 
 
 class Outcome(enum.Enum):
@@ -60,6 +62,7 @@ class Outcome(enum.Enum):
     API_ERROR = "api_error"                # 401, other 4xx, malformed answer
     CONFIG_ERROR = "config_error"          # config missing, insecure or invalid
     USER_UNKNOWN = "user_unknown"          # not an account on this host
+    ABORTED = "aborted"                    # the user pressed Ctrl-C while we waited (sudo)
     INTERNAL_ERROR = "internal_error"      # a bug; the traceback goes to syslog
 
 
@@ -69,6 +72,11 @@ _SEVERITY = {
     Outcome.UNAVAILABLE: LOG_ERR, Outcome.TLS_ERROR: LOG_ERR, Outcome.API_ERROR: LOG_ERR,
     Outcome.CONFIG_ERROR: LOG_ERR, Outcome.INTERNAL_ERROR: LOG_ERR,
 }
+
+
+class Interrupted(BaseException):
+    """Raised (by a signal handler the hook installs) when the user cancels.
+    A BaseException so that no ``except Exception`` on the way swallows it."""
 
 
 @dataclass(frozen=True)
@@ -137,15 +145,21 @@ def default_api_factory(config: Config) -> Any:
 def run(request: LoginRequest, conversation: Conversation, *, config_path: str,
         audit: AuditTrail, api_factory: ApiFactory = default_api_factory,
         clock: Clock = SystemClock(),
-        load: Callable[[str], Config] = load_config, debug: bool = False) -> Decision:
+        load: Callable[[str], Config] = load_config, debug: bool = False,
+        interruptible: Callable[[], ContextManager[Any]] = nullcontext) -> Decision:
     """Load the config, decide, tell the user, record exactly one audit line.
-    ``debug`` (the PAM argument) adds debug lines like the config's ``debug``."""
+    ``debug`` (the PAM argument) adds debug lines like the config's ``debug``.
+    Inside ``interruptible()`` (the decision only, not telling and recording)
+    the hook may raise :class:`Interrupted`; the login is then refused."""
     started = clock.now()
     config: Optional[Config] = None
     try:
         config = load(config_path)
-        decision = decide(request, config, conversation, api_factory, clock,
-                          debug=_debug_logger(audit) if debug or config.debug else None)
+        with interruptible():
+            decision = decide(request, config, conversation, api_factory, clock,
+                              debug=_debug_logger(audit) if debug or config.debug else None)
+    except Interrupted:
+        decision = Decision(Outcome.ABORTED, ABORTED_REASON)
     except ConfigError as exc:
         decision = Decision(Outcome.CONFIG_ERROR, str(exc))
     except Exception as exc:  # a bug: refuse, and leave the traceback for the admin
@@ -182,6 +196,8 @@ def decide(request: LoginRequest, config: Config, conversation: Conversation,
     session = _Session(request, config, conversation, client, clock, deadline, debug)
     try:
         return session.second_factor()
+    except Interrupted:
+        return Decision(Outcome.ABORTED, ABORTED_REASON, session.request_id)
     except toopher.ToopherTLSError as exc:
         return Decision(Outcome.TLS_ERROR, str(exc), session.request_id)
     except toopher.ToopherUnavailableError as exc:
@@ -452,6 +468,7 @@ _USER_MESSAGES = {
     Outcome.API_ERROR: "Toopher: the service refused the request; see the system log.",
     Outcome.CONFIG_ERROR: "Toopher: the module is misconfigured; see the system log.",
     Outcome.INTERNAL_ERROR: "Toopher: internal error; see the system log.",
+    Outcome.ABORTED: "Toopher: cancelled.",
 }
 
 

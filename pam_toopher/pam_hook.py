@@ -18,11 +18,13 @@ Only plain ``str`` values read from it are logged.
 from __future__ import annotations
 
 import os
-from typing import Any, List, NamedTuple, Optional
+import signal
+from contextlib import contextmanager, nullcontext
+from typing import Any, Iterator, List, NamedTuple, Optional
 
 from pam_toopher.audit import LOG_DEBUG, LOG_ERR, AuditTrail, format_fields, write_syslog
 from pam_toopher.config import DEFAULT_PATH
-from pam_toopher.flow import LoginRequest, Outcome, run
+from pam_toopher.flow import Interrupted, LoginRequest, Outcome, run
 from pam_toopher.text import sanitize
 
 __all__ = ["pam_sm_authenticate", "pam_sm_setcred", "pam_sm_acct_mgmt",
@@ -48,6 +50,7 @@ PAM_RESULT_NAMES = {
     Outcome.CONFIG_ERROR: "PAM_SERVICE_ERR",
     Outcome.INTERNAL_ERROR: "PAM_SERVICE_ERR",
     Outcome.USER_UNKNOWN: "PAM_USER_UNKNOWN",
+    Outcome.ABORTED: "PAM_AUTH_ERR",
 }
 
 SUDO_SERVICES = ("sudo", "sudo-i")
@@ -98,10 +101,24 @@ def _user(pamh: Any) -> Optional[str]:
     return user if isinstance(user, str) and user else None
 
 
+def _process_name(path: str = "/proc/self/comm") -> str:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def _is_sudo(service: str) -> bool:
+    """sudo under its own service names, or under the one a sudoers
+    ``Defaults pam_service=...`` gives it (recognised by the process name)."""
+    return service in SUDO_SERVICES or _process_name() == "sudo"
+
+
 def read_sudo_command(service: str, path: str = "/proc/self/cmdline") -> Optional[str]:
     """The command line of the sudo process, for the phone to show.  sudo
     does not put SUDO_COMMAND in the PAM environment during auth."""
-    if service not in SUDO_SERVICES:
+    if not _is_sudo(service):
         return None
     try:
         with open(path, "rb") as handle:
@@ -115,13 +132,63 @@ def read_sudo_command(service: str, path: str = "/proc/self/cmdline") -> Optiona
 def _info_held_back(service: str) -> bool:
     """sshd shows info messages only with the next prompt (see docs/pam.md);
     a service renamed by the admin is still recognised by the process name."""
-    if service == "sshd":
-        return True
+    return service == "sshd" or _process_name().startswith("sshd")
+
+
+# ------------------------------------------------------------- Ctrl-C
+
+SIGACTION_BUFFER = 256  # >= sizeof(struct sigaction) on every Linux ABI; kept opaque
+
+
+@contextmanager
+def ctrl_c_cancels() -> Iterator[None]:
+    """Inside sudo: let Ctrl-C end the wait for the phone, then give it back.
+
+    sudo blocks SIGINT and SIGQUIT while PAM authenticates (seen in
+    /proc/PID/status: SigBlk 0x6), so without this a Ctrl-C waits for the
+    module.  Here, for the decision only, SIGINT is unblocked with a Python
+    handler that raises :class:`Interrupted` (the flow refuses the login).
+    On the way out, with SIGINT blocked again, sudo's own handler is put
+    back byte for byte (libc sigaction into an opaque buffer: Python cannot
+    reinstall a handler it did not install) and the mask restored; a Ctrl-C
+    we took is re-raised, so it stays pending for sudo, which ends as it
+    does on any Ctrl-C.  Anything unexpected: leave sudo's state alone.
+    """
     try:
-        with open("/proc/self/comm") as handle:
-            return handle.read().strip().startswith("sshd")
-    except OSError:
-        return False
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        saved = ctypes.create_string_buffer(SIGACTION_BUFFER)
+        if libc.sigaction(signal.SIGINT, None, saved) != 0:
+            raise OSError(ctypes.get_errno(), "sigaction")
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    except Exception:
+        yield
+        return
+    state = {"armed": True, "seen": False}
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        state["seen"] = True
+        if state["armed"]:
+            state["armed"] = False
+            raise Interrupted()
+
+    try:
+        signal.signal(signal.SIGINT, on_sigint)  # ValueError outside the main thread
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+        yield
+    finally:
+        state["armed"] = False  # first: from here on a Ctrl-C is only noted
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Python's table; SIGINT is blocked
+        libc.sigaction(signal.SIGINT, saved, None)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        if state["seen"]:
+            os.kill(os.getpid(), signal.SIGINT)  # pending until sudo unblocks it
 
 
 class PamConversation:
@@ -190,7 +257,8 @@ def _authenticate(pamh: Any, argv: List[str]) -> int:
         audit.note(LOG_DEBUG, f"debug: authenticating user={sanitize(user)} "
                               f"service={sanitize(service)} config={arguments.config_path}")
     decision = run(request, PamConversation(pamh), config_path=arguments.config_path,
-                   audit=audit, debug=arguments.debug)
+                   audit=audit, debug=arguments.debug,
+                   interruptible=ctrl_c_cancels if _is_sudo(service) else nullcontext)
     return getattr(pamh, PAM_RESULT_NAMES[decision.outcome])
 
 

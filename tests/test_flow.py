@@ -465,3 +465,35 @@ def test_action_template_and_length_cap():
     action = describe_action(config, request)
     assert action.startswith("alice@Host One via sudo (xxx") and len(action) == 200
     assert action.endswith("...")
+
+
+# ------------------------------------------------------------- Ctrl-C (sudo)
+
+def test_an_interruption_during_the_wait_refuses_with_one_audit_line():
+    from contextlib import contextmanager
+
+    from pam_toopher.flow import Interrupted
+
+    world = World(otp_fallback=False)
+    entered = []
+
+    @contextmanager
+    def interruptible():
+        entered.append(list(world.api.call_names()))
+        yield
+
+    def ctrl_c(text):
+        raise Interrupted()
+
+    world.person.info = ctrl_c  # Ctrl-C lands while the user is told to wait
+    decision = run(world.request, world.person, config_path=world.config.path,
+                   audit=AuditTrail(syslog=lambda sev, line: world.syslog.append((sev, line))),
+                   api_factory=factory_for(world.api), clock=world.clock,
+                   load=lambda path: world.config, interruptible=interruptible)
+    assert entered == [[]]  # the guard wraps the decision, from before the push
+    assert decision.outcome is Outcome.ABORTED
+    assert decision.request_id  # the push had gone out
+    assert world.api.closed
+    assert [line for _s, line in world.syslog if "outcome=aborted" in line]
+    assert len(world.syslog) == 1
+    assert world.person.shown[-1] == ("error", "Toopher: cancelled.")

@@ -114,3 +114,56 @@ def test_loading_the_hook_does_not_import_the_http_stack():
     result = subprocess.run(["/usr/bin/python3", "-I", "-c", script], capture_output=True,
                             text=True, timeout=60)
     assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
+
+
+def test_sudo_is_recognised_under_a_pam_service_of_its_own(tmp_path, monkeypatch):
+    """sudoers ``Defaults pam_service=...`` renames the service; the process name stays."""
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_bytes(b"sudo\0/usr/bin/id\0-u\0")
+    monkeypatch.setattr(pam_hook, "_process_name", lambda path="": "sudo")
+    assert pam_hook.read_sudo_command("sudo-custom", str(cmdline)) == "/usr/bin/id -u"
+    monkeypatch.setattr(pam_hook, "_process_name", lambda path="": "pamtester")
+    assert pam_hook.read_sudo_command("sudo-custom", str(cmdline)) is None
+
+
+def test_ctrl_c_guard_raises_once_then_restores_the_signal_state():
+    """In this (test) process: inside the guard SIGINT raises Interrupted;
+    afterwards the previous handler and mask are back, and the Ctrl-C taken
+    is handed back (pending while blocked, as sudo keeps it)."""
+    import ctypes
+    import os
+    import platform
+    import signal
+
+    from pam_toopher.flow import Interrupted
+
+    libc = ctypes.CDLL(None)
+
+    def raw_sigaction() -> bytes:
+        """The handler, the first 64 mask bits and (x86_64) flags and restorer:
+        glibc fills the rest of the 128-byte sa_mask with whatever it had."""
+        buffer = ctypes.create_string_buffer(pam_hook.SIGACTION_BUFFER)
+        assert libc.sigaction(signal.SIGINT, None, buffer) == 0
+        raw = buffer.raw
+        return raw[:16] + (raw[136:152] if platform.machine() == "x86_64" else b"")
+
+    # A host handler Python did not install itself shows in sigaction as
+    # other than Python's trampoline: SIG_IGN here.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])  # as sudo does
+    before = raw_sigaction()
+    try:
+        with pytest.raises(Interrupted):
+            with pam_hook.ctrl_c_cancels():
+                assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+                assert raw_sigaction() != before
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):  # let the handler run
+                    pass
+        assert raw_sigaction() == before  # the host's handler, byte for byte
+        assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        assert signal.SIGINT in signal.sigpending()  # handed back to the host
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # drop the pending one
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        signal.signal(signal.SIGINT, previous)
