@@ -31,3 +31,49 @@ def require_root():
     """Skip (with the reason printed by -ra) unless running as root."""
     if os.geteuid() != 0:
         pytest.skip("needs root: creates users and PAM service files")
+
+
+# Fixtures: the project's Toopher-compatible server (tests/support/server.py)
+# and, for modules that drive real PAM (pamtester, sshd, sudo, the package),
+# a throwaway scene; such modules say pytestmark = pytest.mark.usefixtures("root_only").
+
+@pytest.fixture
+def root_only():
+    require_root()
+
+
+def _running_server(**options):
+    from tests.support.server import RunningServer  # only the tests that use it pay
+
+    return RunningServer(**options)
+
+
+@pytest.fixture
+def toopher_server():
+    """A fresh server (own database, own port) for one test."""
+    with _running_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def srv():
+    """One server shared by a test module (use distinct user names per test)."""
+    with _running_server() as server:
+        yield server
+
+
+@pytest.fixture
+def toopher_tls_server():
+    """Like toopher_server, over HTTPS; see ca_cert_path and untrusted_ca_cert_path."""
+    with _running_server(tls=True) as server:
+        yield server
+
+
+@pytest.fixture
+def scene(tmp_path):
+    """A throwaway user, shim and config for one test (tests/support/pam.py)."""
+    require_root()
+    from tests.support.pam import PamScene
+
+    with PamScene(tmp_path) as made:
+        yield made

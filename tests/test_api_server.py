@@ -11,13 +11,12 @@ import pam_toopher as toopher
 from pam_toopher.api import (MalformedResponseError, PairingDeactivatedError, TerminalUnknownError,
                              ToopherApi, ToopherApiError, ToopherTLSError,
                              ToopherUnavailableError, UserDisabledError, UserUnknownError)
-from tests.support.server import RunningServer, toopher_server_module, toopher_tls_server  # noqa: F401
 
 
 @pytest.fixture
-def server(toopher_server_module):  # noqa: F811
-    toopher_server_module.phone.clear_faults()
-    return toopher_server_module
+def server(srv):
+    srv.phone.clear_faults()
+    return srv
 
 
 def api_for(server, **kwargs):
@@ -231,7 +230,7 @@ def test_a_slow_server_times_out_as_an_outage(server):
         api.authenticate_by_user_name(unique(), "host-1")
 
 
-def test_over_https_with_the_right_ca_and_with_a_wrong_one(toopher_tls_server):  # noqa: F811
+def test_over_https_with_the_right_ca_and_with_a_wrong_one(toopher_tls_server):
     server = toopher_tls_server
     user = unique()
     good = api_for(server, ca_bundle=server.ca_cert_path)

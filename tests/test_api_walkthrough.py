@@ -6,10 +6,9 @@ import sys
 import pexpect
 
 from tests.conftest import REPO_ROOT
-from tests.support.server import toopher_server  # noqa: F401
 
 
-def test_pair_then_approve_then_otp_then_deny(toopher_server):  # noqa: F811
+def test_pair_then_approve_then_otp_then_deny(toopher_server):
     server = toopher_server
     phone = server.phone
     phone.set_pairing_rule("carol", "accept", delay=0.3)

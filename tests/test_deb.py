@@ -83,9 +83,7 @@ def restore_common(before: Dict[str, bytes]) -> None:
             Path(name).write_bytes(data)
 
 
-@pytest.fixture(autouse=True)
-def _root_only():
-    require_root()
+pytestmark = pytest.mark.usefixtures("root_only")
 
 
 @pytest.fixture(scope="module")

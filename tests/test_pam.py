@@ -16,22 +16,13 @@ import pytest
 
 from pam_toopher.api import ToopherApi
 from tests.conftest import require_root
-from tests.support.pam import PamScene, toopher_line, toopher_only
+from tests.support.pam import toopher_line, toopher_only
 from tests.support.server import RunningServer
 
 AUTH_TIMEOUT = 3
 
 
-@pytest.fixture(autouse=True)
-def _root_only():
-    require_root()
-
-
-@pytest.fixture(scope="module")
-def srv():
-    require_root()  # module fixtures start before the autouse skip
-    with RunningServer() as server:
-        yield server
+pytestmark = pytest.mark.usefixtures("root_only")
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +30,6 @@ def tls_srv():
     require_root()
     with RunningServer(tls=True) as server:
         yield server
-
-
-@pytest.fixture
-def scene(tmp_path):
-    require_root()
-    with PamScene(tmp_path) as made:
-        yield made
 
 
 def settings(server, **options):

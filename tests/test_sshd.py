@@ -13,9 +13,7 @@ import time
 import pexpect
 import pytest
 
-from tests.conftest import require_root
-from tests.support.pam import PamScene, PamService, toopher_line, unique_name
-from tests.support.server import RunningServer
+from tests.support.pam import PamService, toopher_line, unique_name
 from tests.support.sshd import TestSshd
 from tests.test_pam import pair, settings
 
@@ -27,23 +25,7 @@ DENIED = "Permission denied"
 PAM_FAIL_DELAY = 2  # pam_unix asks libpam to wait 2 s before reporting any failure
 
 
-@pytest.fixture(autouse=True)
-def _root_only():
-    require_root()
-
-
-@pytest.fixture(scope="module")
-def srv():
-    require_root()
-    with RunningServer() as server:
-        yield server
-
-
-@pytest.fixture
-def scene(tmp_path):
-    require_root()
-    with PamScene(tmp_path) as made:
-        yield made
+pytestmark = pytest.mark.usefixtures("root_only")
 
 
 def password_stack(scene):

@@ -11,9 +11,7 @@ import time
 import pexpect
 import pytest
 
-from tests.conftest import require_root
-from tests.support.pam import PamScene, PamService, toopher_line, unique_name
-from tests.support.server import RunningServer
+from tests.support.pam import PamService, toopher_line, unique_name
 from tests.support.sudo import SudoRule, spawn_sudo_as
 from tests.test_pam import pair, settings
 
@@ -24,23 +22,7 @@ WAITING = r"Toopher: approve the request on your phone \(waiting up to \d+ s\)\.
 COMMAND = ["/usr/bin/id", "-u"]
 
 
-@pytest.fixture(autouse=True)
-def _root_only():
-    require_root()
-
-
-@pytest.fixture(scope="module")
-def srv():
-    require_root()
-    with RunningServer() as server:
-        yield server
-
-
-@pytest.fixture
-def scene(tmp_path):
-    require_root()
-    with PamScene(tmp_path) as made:
-        yield made
+pytestmark = pytest.mark.usefixtures("root_only")
 
 
 def sudo_scene(scene, srv, passwd_tries=1, **options):

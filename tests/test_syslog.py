@@ -12,8 +12,6 @@ import socket
 import subprocess
 from contextlib import contextmanager
 
-import pytest
-
 from pam_toopher import audit
 from tests.conftest import require_root
 from tests.support.pam import PamScene, parse_audit_line

@@ -273,3 +273,4 @@ class PamScene:
                 + (self.service.path.read_text() if self.service else "")
                 + f"\naudit: {self.audit_path.read_text() if self.audit_path.exists() else ''}"
                 + f"\ncommand: pamtester -v {shlex.quote(self.service.name) if self.service else ''}")
+

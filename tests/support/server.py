@@ -1,10 +1,10 @@
 """A real Toopher-compatible server in a subprocess, for tests.
 
-    from tests.support.server import RunningServer, toopher_server
-    # also: toopher_server_module (module scope), toopher_tls_server
+    from tests.support.server import RunningServer
+    # fixtures in tests/conftest.py: toopher_server (per test), srv (per
+    # module), toopher_tls_server
 
-    def test_login(toopher_server):
-        srv = toopher_server               # started, with a requester
+    def test_login(srv):                   # started, with a requester
         srv.url, srv.key, srv.secret       # "http://127.0.0.1:PORT/v1", credentials
         srv.phone.make_pairing_phrase("alice")
 
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Optional, Tuple
 
-import pytest
 import requests
 from requests_oauthlib import OAuth1
 
@@ -233,23 +232,3 @@ class SignedClient:
     def close(self) -> None:
         self.session.close()
 
-
-@pytest.fixture
-def toopher_server():
-    """A fresh server (own database, own port) for one test."""
-    with RunningServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def toopher_server_module():
-    """One server shared by a test module (use distinct user names per test)."""
-    with RunningServer() as server:
-        yield server
-
-
-@pytest.fixture
-def toopher_tls_server():
-    """Like toopher_server, over HTTPS; see ca_cert_path and untrusted_ca_cert_path."""
-    with RunningServer(tls=True) as server:
-        yield server
