@@ -91,11 +91,13 @@ def _item(pamh: Any, name: str) -> Optional[str]:
     return value if isinstance(value, str) and value else None
 
 
-def _user(pamh: Any) -> Optional[str]:
+def _user(pamh: Any, prompt: Optional[str] = None) -> Optional[str]:
+    """The user being authenticated; asked for (with libpam's default
+    prompt when ``prompt`` is None) only if no earlier module set it."""
     user = _item(pamh, "user")
     if user is None:
         try:
-            user = pamh.get_user(None)
+            user = pamh.get_user(prompt)
         except Exception:  # pamh.exception: no user could be obtained
             return None
     return user if isinstance(user, str) and user else None
@@ -242,7 +244,7 @@ def _authenticate(pamh: Any, argv: List[str]) -> int:
                                              ("reason", str(exc))]))
         return pamh.PAM_SERVICE_ERR
     service = _item(pamh, "service") or "unknown"
-    user = _user(pamh)
+    user = _user(pamh, prompt=None)
     if user is None:
         write_syslog(LOG_ERR, format_fields([("outcome", Outcome.USER_UNKNOWN.value),
                                              ("service", service),
