@@ -65,6 +65,15 @@ def requests_for(server, user):
                         "ON u.id = r.user_id WHERE u.name = ?", user)[0][0]
 
 
+def password_then_push_prompt(sshd, scene, command):
+    """``ssh`` in with the user's password; the client waits at the Toopher prompt."""
+    child = sshd.ssh(scene.user.name, command)
+    child.expect(PASSWORD_PROMPT)
+    child.sendline(scene.user.password)
+    child.expect(PUSH_PROMPT)
+    return child
+
+
 def finish(child):
     child.expect(pexpect.EOF)
     child.close()
@@ -84,10 +93,7 @@ def test_approved_after_the_prompt_was_shown_while_pending(srv, scene, otp_fallb
     scene.write_config(**settings(srv, otp_fallback=otp_fallback))
     command, word = marker()
     with start_sshd(scene, password_stack(scene)) as sshd:
-        child = sshd.ssh(scene.user.name, command)
-        child.expect(PASSWORD_PROMPT)
-        child.sendline(scene.user.password)
-        child.expect(PUSH_PROMPT)
+        child = password_then_push_prompt(sshd, scene, command)
         # The user reads "approve on your phone" while the request is still
         # pending: the prompt came before the wait, not after it.
         pending = srv.phone.pending_requests(scene.user.name)
@@ -111,10 +117,7 @@ def test_denied_gets_no_shell(srv, scene):
     scene.write_config(**settings(srv))
     command, word = marker()
     with start_sshd(scene, password_stack(scene)) as sshd:
-        child = sshd.ssh(scene.user.name, command)
-        child.expect(PASSWORD_PROMPT)
-        child.sendline(scene.user.password)
-        child.expect(PUSH_PROMPT)
+        child = password_then_push_prompt(sshd, scene, command)
         child.sendline("")
         output, status = finish(child)
     assert status == 255 and DENIED in output, explain(scene, sshd, child)
@@ -128,10 +131,7 @@ def test_no_answer_is_refused_within_auth_timeout(srv, scene):
     scene.write_config(**settings(srv))
     command, word = marker()
     with start_sshd(scene, password_stack(scene)) as sshd:
-        child = sshd.ssh(scene.user.name, command)
-        child.expect(PASSWORD_PROMPT)
-        child.sendline(scene.user.password)
-        child.expect(PUSH_PROMPT)
+        child = password_then_push_prompt(sshd, scene, command)
         started = time.monotonic()
         child.sendline("")
         output, status = finish(child)
@@ -151,10 +151,7 @@ def test_otp_typed_at_the_prompt(srv, scene):
     scene.write_config(**settings(srv))
     command, word = marker()
     with start_sshd(scene, password_stack(scene)) as sshd:
-        child = sshd.ssh(scene.user.name, command)
-        child.expect(PASSWORD_PROMPT)
-        child.sendline(scene.user.password)
-        child.expect(PUSH_PROMPT)
+        child = password_then_push_prompt(sshd, scene, command)
         child.sendline(srv.phone.otp(scene.user.name))
         output, status = finish(child)
     assert status == 0 and word in output, explain(scene, sshd, child)
