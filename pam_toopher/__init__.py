@@ -14,6 +14,7 @@ CLIENT_NAMES = (
     "ToopherApiError",
     "ToopherUnavailableError",
     "ToopherTLSError",
+    "DeadlineExceededError",
     "MalformedResponseError",
     "UserDisabledError",
     "UserUnknownError",

@@ -101,6 +101,12 @@ class ToopherTLSError(ToopherApiError):
     in the middle, so callers must deny rather than fail open."""
 
 
+class DeadlineExceededError(ToopherApiError):
+    """The caller's deadline had passed, so the call was not sent.  Nothing
+    failed at the service: callers must not treat this as an outage (and so
+    never as a reason to fail open)."""
+
+
 class MalformedResponseError(ToopherApiError):
     """The service answered, but not with what the protocol promises."""
 
@@ -497,7 +503,7 @@ class ToopherApi:
         if self.deadline is not None:
             left = self.deadline - self._monotonic()
             if left <= 0:
-                raise ToopherUnavailableError(f"no time left to call {origin}")
+                raise DeadlineExceededError(f"the deadline passed before calling {origin}")
             connect_timeout, read_timeout = min(connect_timeout, left), min(read_timeout, left)
         try:
             response = self._session.request(

@@ -200,6 +200,8 @@ def decide(request: LoginRequest, config: Config, conversation: Conversation,
         return Decision(Outcome.ABORTED, ABORTED_REASON, session.request_id)
     except toopher.ToopherTLSError as exc:
         return Decision(Outcome.TLS_ERROR, str(exc), session.request_id)
+    except toopher.DeadlineExceededError as exc:  # our own limit, not an outage
+        return Decision(Outcome.TIMEOUT, str(exc), session.request_id)
     except toopher.ToopherUnavailableError as exc:
         outcome = Outcome.FAILED_OPEN if config.failmode == "safe" else Outcome.UNAVAILABLE
         return Decision(outcome, str(exc), session.request_id)
@@ -276,15 +278,14 @@ class _Session:
     def pair_inline(self) -> Optional[Decision]:
         from pam_toopher import api as toopher
 
-        phrase = (self.conversation.prompt_echo_on(
-            "Toopher: you are not paired yet. Enter the pairing phrase shown in the "
-            "Toopher app (or just press Enter to cancel): ") or "").strip()
+        phrase = self.ask("Toopher: you are not paired yet. Enter the pairing phrase shown "
+                          "in the Toopher app (or just press Enter to cancel): ")
         if not phrase:
             return Decision(Outcome.UNPAIRED_DENIED, "no pairing phrase given")
         try:
             pairing = self.client.pair(phrase, self.request.user)
         except (toopher.ToopherUnavailableError, toopher.ToopherTLSError,
-                toopher.MalformedResponseError):
+                toopher.MalformedResponseError, toopher.DeadlineExceededError):
             raise
         except toopher.ToopherApiError as exc:  # the service refused this phrase
             return Decision(Outcome.PAIRING_FAILED, f"pairing refused: {exc}")
@@ -299,12 +300,21 @@ class _Session:
         self.debug(f"{self.request.user!r} paired inline")
         return None
 
+    def ask(self, text: str) -> str:
+        """Ask the person (echo on).  The time a person takes to answer is
+        theirs, bounded by the application (sshd's LoginGraceTime, sudo's
+        passwd_timeout): the call that follows still gets one full HTTP
+        timeout, so a late answer is checked, not mistaken for an outage."""
+        answer = (self.conversation.prompt_echo_on(text) or "").strip()
+        self.client.deadline = max(self.deadline, self.clock.now()) + self.config.http_timeout
+        return answer
+
     def announce(self, what: str) -> None:
         """Tell the user what to do on the phone before waiting for it.  Where
         info messages are held back (sshd) only a prompt reaches the user in
         time, so ask one; its answer is not needed."""
         if self.request.messages_deferred:
-            self.conversation.prompt_echo_on(f"Toopher: {what}, then press Enter: ")
+            self.ask(f"Toopher: {what}, then press Enter: ")
         else:
             self.conversation.info(f"Toopher: {what} (waiting up to "
                                    f"{self.remaining():.0f} s)...")
@@ -312,9 +322,8 @@ class _Session:
     def await_answer(self, status: Any) -> Decision:
         if status.pending:
             if self.config.otp_fallback:
-                answer = (self.conversation.prompt_echo_on(
-                    "Toopher: approve the request on your phone, then press Enter "
-                    f"(or type the {OTP_LENGTH}-digit code from the app): ") or "").strip()
+                answer = self.ask("Toopher: approve the request on your phone, then press "
+                                  f"Enter (or type the {OTP_LENGTH}-digit code from the app): ")
                 if answer:
                     if not is_otp(answer):
                         return Decision(Outcome.WRONG_OTP, "the answer is not a "

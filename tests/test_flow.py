@@ -212,6 +212,23 @@ def test_a_late_enter_still_gets_one_status_check():
     assert world.login().outcome is Outcome.GRANTED
 
 
+def test_a_late_otp_is_checked_not_taken_for_an_outage():
+    world = World(answers=[], auth_timeout=5.0, http_timeout=5.0, failmode="safe")
+    world.api.phone = "never"
+    world.person.prompt_echo_on = lambda text: world.clock.sleep(40.0) or world.api.OTP
+    decision = world.login()
+    assert decision.outcome is Outcome.GRANTED, decision
+    assert world.api.call_names()[-1] == "authenticate_with_otp"
+
+
+@pytest.mark.parametrize("failmode", ["safe", "secure"])
+def test_a_passed_deadline_is_a_timeout_never_a_fail_open(failmode):
+    world = World(answers=[""], failmode=failmode)
+    world.api.error = toopher.DeadlineExceededError("the deadline passed")
+    decision = world.login()
+    assert decision.outcome is Outcome.TIMEOUT, decision
+
+
 def test_wait_until_answered_returns_the_pending_answer_at_the_deadline():
     clock = FakeClock()
 

@@ -95,6 +95,7 @@ class FakeToopher:
         self.pairing_answer = "accept"
         self.wrong_id = False
         self.calls: List[tuple] = []
+        self.deadline: Optional[float] = None   # set by the flow, as on the real client
         self.closed = False
         self._pushed_at: Optional[float] = None
         self._request_id: Optional[str] = None
@@ -104,6 +105,9 @@ class FakeToopher:
 
     def _record(self, *call) -> None:
         self.calls.append(call)
+        # The real client's contract: nothing is sent once its deadline passed.
+        if self.deadline is not None and self.clock.now() > self.deadline:
+            raise toopher.DeadlineExceededError("the deadline passed")
         if self.error is not None:
             raise self.error
 
