@@ -190,7 +190,11 @@ def ctrl_c_cancels() -> Iterator[None]:
         libc.sigaction(signal.SIGINT, saved, None)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         if state["seen"]:
-            os.kill(os.getpid(), signal.SIGINT)  # pending until sudo unblocks it
+            import threading  # only after a Ctrl-C
+
+            # To this thread, where sudo unblocks it: a process-wide kill could go
+            # to another thread and never reach sudo.
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
 
 
 class PamConversation:
