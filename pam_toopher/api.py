@@ -548,6 +548,11 @@ def _read_capped(response: requests.Response, origin: str, deadline: Optional[fl
             # The read timeout bounds each read, not a server trickling bytes.
             if deadline is not None and monotonic() > deadline:
                 raise ToopherUnavailableError(f"{origin} did not finish its answer in time")
+    except requests.exceptions.ContentDecodingError as exc:
+        # The service answered, but with a body its own Content-Encoding does
+        # not decode: malformed, not an outage (which failmode = safe grants).
+        raise MalformedResponseError(f"{origin} sent an answer that could not be decoded",
+                                     status=response.status_code) from exc
     except requests.exceptions.RequestException as exc:
         # The connection broke mid-answer (reset, cut off, read timeout).
         raise ToopherUnavailableError(f"{origin} broke off its answer: {_reason(exc)}") from exc

@@ -158,6 +158,17 @@ def test_an_answer_that_is_not_json_is_refused():
     assert caught.value.status == 200
 
 
+def test_an_answer_that_does_not_decode_is_malformed_not_an_outage():
+    # A body that claims gzip but is not: the service answered, wrongly.
+    # Calling it an outage would let failmode = safe grant the login.
+    with serve(Answer(body=b"this is not gzip at all", headers={"Content-Encoding": "gzip"},
+                      declare_length=False)) as server:
+        with pytest.raises(MalformedResponseError, match="could not be decoded") as caught:
+            client(server, retry_budget=0).get_authentication_status(REQUEST_ID)
+    assert not isinstance(caught.value, ToopherUnavailableError)
+    assert caught.value.status == 200
+
+
 def test_ids_cannot_change_the_request_path():
     api = ToopherApi(KEY, SECRET, "http://127.0.0.1:9/v1")
     for bad in ("../users", "a/b", "", "..", "id?x=1"):
