@@ -102,9 +102,11 @@ class ToopherTLSError(ToopherApiError):
 
 
 class DeadlineExceededError(ToopherApiError):
-    """The caller's deadline had passed, so the call was not sent.  Nothing
-    failed at the service: callers must not treat this as an outage (and so
-    never as a reason to fail open)."""
+    """The caller's deadline had passed, so the call was not sent, or it
+    passed while the call was under way (a timeout cut short by it fired, or
+    the answer was still arriving).  Our own limit, not a failure at the
+    service: callers must not treat this as an outage (and so never as a
+    reason to fail open)."""
 
 
 class MalformedResponseError(ToopherApiError):
@@ -504,7 +506,12 @@ class ToopherApi:
             left = self.deadline - self._monotonic()
             if left <= 0:
                 raise DeadlineExceededError(f"the deadline passed before calling {origin}")
+            # A timeout cut short by the deadline that fires is our limit,
+            # not the service failing to answer in its full time.
+            cut_connect, cut_read = left < connect_timeout, left < read_timeout
             connect_timeout, read_timeout = min(connect_timeout, left), min(read_timeout, left)
+        else:
+            cut_connect = cut_read = False
         try:
             response = self._session.request(
                 method, url, params=query, data=form, auth=self._auth,
@@ -515,6 +522,9 @@ class ToopherApi:
             raise ToopherTLSError(
                 f"the certificate of {origin} did not verify: {_reason(exc)}") from exc
         except requests.exceptions.ConnectTimeout as exc:
+            if cut_connect:
+                raise DeadlineExceededError(
+                    f"the deadline passed while connecting to {origin}") from exc
             raise ToopherUnavailableError(
                 f"timed out connecting to {origin}", not_processed=True) from exc
         except requests.exceptions.ConnectionError as exc:
@@ -522,16 +532,19 @@ class ToopherApi:
                 f"could not reach {origin}: {_reason(exc)}",
                 not_processed=_is_connect_failure(exc)) from exc
         except requests.exceptions.Timeout as exc:
+            if cut_read:
+                raise DeadlineExceededError(
+                    f"the deadline passed while waiting for {origin}") from exc
             raise ToopherUnavailableError(f"{origin} did not answer in time") from exc
         except requests.exceptions.RequestException as exc:
             raise ToopherApiError(f"could not send the request: {_reason(exc)}") from exc
         with response:
-            body = _read_capped(response, origin, self.deadline, self._monotonic)
+            body = _read_capped(response, origin, self.deadline, self._monotonic, cut_read)
             return _interpret(response, body, origin)
 
 
 def _read_capped(response: requests.Response, origin: str, deadline: Optional[float],
-                 monotonic: Callable[[], float]) -> bytes:
+                 monotonic: Callable[[], float], cut_read: bool = False) -> bytes:
     too_large = MalformedResponseError(
         f"{origin} sent an answer larger than {MAX_RESPONSE_BYTES} bytes",
         status=response.status_code)
@@ -547,7 +560,8 @@ def _read_capped(response: requests.Response, origin: str, deadline: Optional[fl
             chunks.append(chunk)
             # The read timeout bounds each read, not a server trickling bytes.
             if deadline is not None and monotonic() > deadline:
-                raise ToopherUnavailableError(f"{origin} did not finish its answer in time")
+                raise DeadlineExceededError(f"the deadline passed while {origin} was "
+                                            "still answering")
     except requests.exceptions.ContentDecodingError as exc:
         # The service answered, but with a body its own Content-Encoding does
         # not decode: malformed, not an outage (which failmode = safe grants).
@@ -555,6 +569,10 @@ def _read_capped(response: requests.Response, origin: str, deadline: Optional[fl
                                      status=response.status_code) from exc
     except requests.exceptions.RequestException as exc:
         # The connection broke mid-answer (reset, cut off, read timeout).
+        if cut_read and exc.args and isinstance(exc.args[0],
+                                                urllib3.exceptions.ReadTimeoutError):
+            raise DeadlineExceededError(
+                f"the deadline passed while {origin} was still answering") from exc
         raise ToopherUnavailableError(f"{origin} broke off its answer: {_reason(exc)}") from exc
     # urllib3 1.x does not enforce Content-Length by itself.
     if declared.isdigit() and size < int(declared):
