@@ -19,14 +19,19 @@ The public names and argument order of the original library are kept, so
 
 from __future__ import annotations
 
+import contextvars
 import json
 import platform
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Tuple, Union
 
 import requests
+import requests.adapters
 import urllib3
+import urllib3.connection
+import urllib3.connectionpool
 from requests_oauthlib import OAuth1
 
 from pam_toopher import CLIENT_NAMES, __version__
@@ -103,8 +108,9 @@ class ToopherTLSError(ToopherApiError):
 
 class DeadlineExceededError(ToopherApiError):
     """The caller's deadline had passed, so the call was not sent, or it
-    passed while the call was under way (a timeout cut short by it fired, or
-    the answer was still arriving).  Our own limit, not a failure at the
+    passed while the call was under way (a timeout cut short by it fired,
+    the answer was still arriving, or the deadline watchdog cut the
+    connection of a server still handshaking or trickling its answer).  Our own limit, not a failure at the
     service: callers must not treat this as an outage (and so never as a
     reason to fail open)."""
 
@@ -331,6 +337,9 @@ class ToopherApi:
         self.user_agent = user_agent or USER_AGENT
         self._auth = oauth1_signer(key, secret)
         self._session = session or requests.Session()
+        # Lets the deadline watchdog find the socket of the call in flight.
+        self._session.mount("https://", _WatchedAdapter())
+        self._session.mount("http://", _WatchedAdapter())
         # Environment variables must not redirect a PAM module's traffic or
         # swap its CA bundle (REQUESTS_CA_BUNDLE, HTTPS_PROXY, .netrc).
         self._session.trust_env = False
@@ -512,11 +521,35 @@ class ToopherApi:
             connect_timeout, read_timeout = min(connect_timeout, left), min(read_timeout, left)
         else:
             cut_connect = cut_read = False
+        # Timeouts bound each socket operation, not a whole call: a server
+        # trickling its handshake, headers or body one byte at a time would
+        # hold the call past the deadline.  A watchdog thread cuts the
+        # connection at the deadline, so every wait ends.
+        watch = _Watch(left) if self.deadline is not None else None
+        token = _CURRENT_WATCH.set(watch)
+        try:
+            return self._send_and_read(method, url, query, form, origin,
+                                       (connect_timeout, read_timeout), cut_connect, cut_read)
+        except Exception as exc:
+            if watch is not None and watch.fired:
+                # Whatever broke after we cut the connection broke because of
+                # our deadline: a timeout, never an outage or a TLS failure.
+                raise DeadlineExceededError(
+                    f"the deadline passed while waiting for {origin}") from exc
+            raise
+        finally:
+            _CURRENT_WATCH.reset(token)
+            if watch is not None:
+                watch.stop()
+
+    def _send_and_read(self, method: str, url: str, query: Optional[dict],
+                       form: Optional[dict], origin: str, timeout: Tuple[float, float],
+                       cut_connect: bool, cut_read: bool) -> Any:
         try:
             response = self._session.request(
                 method, url, params=query, data=form, auth=self._auth,
                 headers={"User-Agent": self.user_agent, "Accept": "application/json"},
-                timeout=(connect_timeout, read_timeout),
+                timeout=timeout,
                 verify=self.ca_bundle or True, allow_redirects=False, stream=True)
         except requests.exceptions.SSLError as exc:
             raise ToopherTLSError(
@@ -541,6 +574,126 @@ class ToopherApi:
         with response:
             body = _read_capped(response, origin, self.deadline, self._monotonic, cut_read)
             return _interpret(response, body, origin)
+
+
+# The deadline watchdog.  requests' timeouts bound each socket operation, so
+# a server that trickles its TLS handshake, headers or body can hold one call
+# far past the deadline.  Signals (SIGALRM) would disturb sshd and sudo, so a
+# timer thread, started and joined within the call (pam_python freezes threads
+# between hook calls), shuts down the call's socket at the deadline: the
+# blocked recv in the calling thread then returns at once, and the call maps
+# whatever breaks to DeadlineExceededError.  The socket is found through
+# connection and pool classes that report it to the call's _Watch (a
+# context variable, so it is per thread); this works alike on urllib3 1.26
+# and 2.x, which both create sockets in HTTPConnection._new_conn and hand
+# out pooled connections from HTTPConnectionPool._get_conn.
+
+_CURRENT_WATCH: "contextvars.ContextVar[Optional[_Watch]]" = contextvars.ContextVar(
+    "pam_toopher_watch", default=None)
+
+
+class _Watch:
+    def __init__(self, seconds: float):
+        import threading  # only a call with a deadline needs it
+        self.fired = False
+        self._lock = threading.Lock()
+        # Duplicates of the call's sockets: they stay valid when ssl wraps
+        # (and detaches) the original, and shutting one down cuts the shared
+        # connection.  Closed by stop(), in the calling thread.
+        self._socks: list = []
+        self._conns: list = []
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True   # a safety net: stop() always joins it
+        self._timer.start()
+
+    def attach(self, conn: Any, sock: Optional[socket.socket]) -> None:
+        with self._lock:
+            if conn not in self._conns:
+                self._conns.append(conn)
+            if sock is None:
+                return
+            try:
+                dup = socket.fromfd(sock.fileno(), sock.family, sock.type)
+            except OSError:
+                return
+            self._socks.append(dup)
+            if self.fired:       # a socket made after the deadline is cut at once
+                _cut(dup)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for dup in self._socks:
+                _cut(dup)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        self._timer.join()
+        with self._lock:
+            socks, self._socks = self._socks, []
+            conns, self._conns = self._conns, []
+        for dup in socks:
+            dup.close()
+        if self.fired:
+            # Never let the pool hand a cut connection to the next call.
+            for conn in conns:
+                try:
+                    conn.close()
+                except Exception:   # pragma: no cover - closing is best effort
+                    pass
+
+
+def _cut(sock: socket.socket) -> None:
+    # SHUT_RD, not SHUT_RDWR: it wakes a blocked recv (and a TLS handshake)
+    # just as well, and a later send cannot raise SIGPIPE in a host process
+    # (sudo, sshd) that does not ignore it.
+    try:
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
+
+
+class _WatchedConnectionMixin:
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()  # type: ignore[misc]
+        watch = _CURRENT_WATCH.get()
+        if watch is not None:
+            watch.attach(self, sock)
+        return sock
+
+
+class _WatchedPoolMixin:
+    def _get_conn(self, timeout: Optional[float] = None) -> Any:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        watch = _CURRENT_WATCH.get()
+        if watch is not None:
+            # A kept-alive connection already has its socket; a new one
+            # reports it from _new_conn.
+            watch.attach(conn, getattr(conn, "sock", None))
+        return conn
+
+
+class _WatchedHTTPConnection(_WatchedConnectionMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedConnectionMixin, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(_WatchedPoolMixin, urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(_WatchedPoolMixin, urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool,
+                                                   "https": _WatchedHTTPSPool}
 
 
 def _read_capped(response: requests.Response, origin: str, deadline: Optional[float],

@@ -8,6 +8,7 @@ the project's Toopher-compatible server for every endpoint and error code.
 """
 import socket
 import ssl
+import threading
 import time
 import uuid
 
@@ -429,3 +430,169 @@ def test_no_call_starts_after_the_deadline():
             api.authenticate_by_user_name("alice", "host1")
     assert not isinstance(caught.value, ToopherUnavailableError)
     assert server.received == []
+
+
+# ------------------------------------------------- deadline against a trickler
+#
+# Timeouts bound each socket read; a server sending a byte every 0.4 s never
+# trips one.  The deadline watchdog must end the call anyway.
+
+DEADLINE = 1.5
+SLACK = 0.7
+ONE_BYTE_EVERY = (1, 0.4)
+
+
+def watchdogs():
+    return [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+
+
+def client_threads():
+    """Threads that are not the scripted servers' own."""
+    return {t for t in threading.enumerate()
+            if not t.name.endswith("(process_request_thread)") and not t.name.startswith("raw-")}
+
+
+def assert_cut_at_the_deadline(api, call):
+    threads = client_threads()
+    api.deadline = time.monotonic() + DEADLINE
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceededError) as caught:
+        call(api)
+    took = time.monotonic() - started
+    assert DEADLINE - 0.1 <= took < DEADLINE + SLACK
+    assert not isinstance(caught.value, ToopherUnavailableError)
+    # The watchdog was joined before the call returned: nothing left running.
+    assert watchdogs() == []
+    assert client_threads() == threads
+
+
+def get_status(api):
+    return api.get_authentication_status(REQUEST_ID)
+
+
+@pytest.mark.parametrize("answer", [
+    Answer(body=auth_request(), trickle=ONE_BYTE_EVERY),
+    Answer(body=auth_request(), trickle=ONE_BYTE_EVERY, declare_length=False),
+    Answer(body=auth_request(), trickle_headers=ONE_BYTE_EVERY),
+], ids=["body", "body-until-close", "headers"])
+def test_a_trickling_server_is_cut_off_at_the_deadline(answer):
+    with serve(answer) as server:
+        assert_cut_at_the_deadline(client(server), get_status)
+
+
+def test_a_trickling_server_is_cut_off_at_the_deadline_over_tls(tmp_path):
+    ca_cert, server = tls_server(
+        tmp_path, lambda r: Answer(body=auth_request(), trickle=ONE_BYTE_EVERY))
+    with server:
+        assert_cut_at_the_deadline(client(server, ca_bundle=ca_cert), get_status)
+
+
+def test_a_push_to_a_trickling_server_is_cut_off_at_the_deadline():
+    with serve(Answer(body=auth_request(), trickle_headers=ONE_BYTE_EVERY)) as server:
+        assert_cut_at_the_deadline(
+            client(server), lambda api: api.authenticate_by_user_name("alice", "host1"))
+    assert len(server.received) == 1   # cut short by us: never sent again
+
+
+class RawServer:
+    """A TCP listener that runs ``serve(connection, stopping)`` for each client."""
+
+    def __init__(self, serve):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.connections = []
+
+        def accept():
+            while not self.stopping.is_set():
+                try:
+                    connection, _ = self.listener.accept()
+                except OSError:
+                    return
+                self.connections.append(connection)
+                threading.Thread(target=serve, args=(connection, self.stopping),
+                                 name="raw-handler", daemon=True).start()
+        self.thread = threading.Thread(target=accept, name="raw-server", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def silent(connection, stopping):
+    stopping.wait()
+
+
+def trickled_tls_handshake(connection, stopping):
+    # A TLS record header announcing 16 KiB of handshake, then one byte at a
+    # time: the client's handshake keeps waiting for the rest of the record.
+    try:
+        connection.recv(4096)
+        connection.sendall(b"\x16\x03\x03\x40\x00")
+        while not stopping.wait(ONE_BYTE_EVERY[1]):
+            connection.sendall(b"\x02")
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_server_that_accepts_but_never_answers_is_cut_off_at_the_deadline(scheme):
+    with RawServer(silent) as server:
+        api = ToopherApi(KEY, SECRET, f"{scheme}://127.0.0.1:{server.port}/v1",
+                         timeout=(5.0, 5.0))
+        assert_cut_at_the_deadline(api, get_status)
+
+
+def test_a_trickled_tls_handshake_is_cut_off_at_the_deadline():
+    with RawServer(trickled_tls_handshake) as server:
+        api = ToopherApi(KEY, SECRET, f"https://127.0.0.1:{server.port}/v1",
+                         timeout=(5.0, 5.0))
+        assert_cut_at_the_deadline(api, get_status)
+
+
+def test_after_the_watchdog_fired_the_next_call_gets_a_fresh_connection():
+    answers = [Answer(body=auth_request()), Answer(body=auth_request()),
+               Answer(body=auth_request(), trickle=ONE_BYTE_EVERY),
+               Answer(body=auth_request())]
+    with ScriptedServer(lambda r: answers.pop(0)) as server:
+        api = client(server)
+        get_status(api)
+        get_status(api)
+        # Kept alive between calls, so the next check means something.
+        assert server.received[0].client_port == server.received[1].client_port
+        assert_cut_at_the_deadline(api, get_status)
+        api.deadline = time.monotonic() + 5
+        assert get_status(api).id == REQUEST_ID
+        assert watchdogs() == []
+    cut, after = server.received[2], server.received[3]
+    assert cut.client_port == server.received[1].client_port
+    assert after.client_port != cut.client_port
+
+
+def test_a_slow_answer_within_the_deadline_is_not_cut():
+    with serve(Answer(body=auth_request(), trickle=(40, 0.05))) as server:
+        api = client(server, deadline=time.monotonic() + 5)
+        assert get_status(api).id == REQUEST_ID
+        assert watchdogs() == []
+
+
+def test_without_a_deadline_no_watchdog_runs():
+    seen = []
+    with serve(Answer(body=auth_request(), trickle=(40, 0.05))) as server:
+        api = client(server)
+        original = api._session.request
+
+        def request(*args, **kwargs):
+            seen.append(watchdogs())
+            return original(*args, **kwargs)
+        api._session.request = request
+        threads = client_threads()
+        assert get_status(api).id == REQUEST_ID
+        assert client_threads() == threads
+    assert seen == [[]]

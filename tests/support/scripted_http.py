@@ -9,10 +9,9 @@ import json
 import socket
 import ssl
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 from urllib.parse import parse_qsl
 
 from tests.support.oauth_check import signature_is_valid
@@ -27,6 +26,7 @@ class Received:
     form: list
     headers: dict
     signature_valid: bool
+    client_port: int = 0             # tells a kept-alive connection from a new one
 
 
 @dataclass
@@ -37,6 +37,11 @@ class Answer:
     delay: float = 0.0           # seconds to stall before answering
     cut_after: Optional[int] = None  # send only this many body bytes, then close
     declare_length: bool = True      # False: no Content-Length, the body ends at close
+    # (bytes_per_step, seconds_per_step): send the body this slowly, each step
+    # short of any read timeout, as a server holding a call open would.
+    trickle: Optional[Tuple[int, float]] = None
+    # The same for the status line and headers.
+    trickle_headers: Optional[Tuple[int, float]] = None
 
     def encoded(self) -> bytes:
         if isinstance(self.body, bytes):
@@ -50,7 +55,20 @@ class ScriptedServer:
     def __init__(self, script: Callable[[Received], Answer], tls_context: Optional[ssl.SSLContext] = None):
         self.script = script
         self.received: List[Received] = []
+        # Set on exit: ends every stall and trickle, so no handler outlives the server.
+        self.stopping = threading.Event()
         outer = self
+
+        def trickle(write, data: bytes, pace: Optional[Tuple[int, float]]) -> bool:
+            if pace is None:
+                write(data)
+                return True
+            size, seconds = pace
+            for start in range(0, len(data), size):
+                if outer.stopping.wait(seconds):
+                    return False
+                write(data[start:start + size])
+            return True
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -67,10 +85,12 @@ class ScriptedServer:
                 received = Received(
                     self.command, self.path, form, dict(self.headers),
                     signature_is_valid(self.command, url, self.headers.get("Authorization", "OAuth "),
-                                       form, KEY, SECRET))
+                                       form, KEY, SECRET),
+                    self.client_address[1])
                 outer.received.append(received)
                 answer = outer.script(received)
-                time.sleep(answer.delay)
+                if answer.delay and outer.stopping.wait(answer.delay):
+                    return
                 body = answer.encoded()
                 try:
                     self.send_response(answer.status)
@@ -82,15 +102,25 @@ class ScriptedServer:
                         self.close_connection = True
                     for name, value in answer.headers.items():
                         self.send_header(name, value)
-                    self.end_headers()
-                    if answer.cut_after is not None:
+                    if answer.trickle_headers is not None:
+                        head = b"".join(self._headers_buffer) + b"\r\n"
+                        self._headers_buffer = []
+                        if not trickle(self.wfile.write, head, answer.trickle_headers):
+                            self.close_connection = True
+                            return
+                    else:
+                        self.end_headers()
+                    if answer.trickle is not None:
+                        if not trickle(self.wfile.write, body, answer.trickle):
+                            self.close_connection = True
+                    elif answer.cut_after is not None:
                         self.wfile.write(body[:answer.cut_after])
                         self.wfile.flush()
                         self.connection.shutdown(socket.SHUT_RDWR)
                         self.close_connection = True
                     else:
                         self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
+                except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
                     self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
@@ -108,5 +138,6 @@ class ScriptedServer:
         return self
 
     def __exit__(self, *exc):
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
