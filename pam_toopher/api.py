@@ -110,9 +110,9 @@ class DeadlineExceededError(ToopherApiError):
     """The caller's deadline had passed, so the call was not sent, or it
     passed while the call was under way (a timeout cut short by it fired,
     the answer was still arriving, or the deadline watchdog cut the
-    connection of a server still handshaking or trickling its answer).  Our own limit, not a failure at the
-    service: callers must not treat this as an outage (and so never as a
-    reason to fail open)."""
+    connection of a server still handshaking or trickling its answer).
+    Our own limit, not a failure at the service: callers must not treat
+    this as an outage (and so never as a reason to fail open)."""
 
 
 class MalformedResponseError(ToopherApiError):
