@@ -515,12 +515,7 @@ class ToopherApi:
             left = self.deadline - self._monotonic()
             if left <= 0:
                 raise DeadlineExceededError(f"the deadline passed before calling {origin}")
-            # A timeout cut short by the deadline that fires is our limit,
-            # not the service failing to answer in its full time.
-            cut_connect, cut_read = left < connect_timeout, left < read_timeout
             connect_timeout, read_timeout = min(connect_timeout, left), min(read_timeout, left)
-        else:
-            cut_connect = cut_read = False
         # Timeouts bound each socket operation, not a whole call: a server
         # trickling its handshake, headers or body one byte at a time would
         # hold the call past the deadline.  A watchdog thread cuts the
@@ -529,11 +524,12 @@ class ToopherApi:
         token = _CURRENT_WATCH.set(watch)
         try:
             return self._send_and_read(method, url, query, form, origin,
-                                       (connect_timeout, read_timeout), cut_connect, cut_read)
+                                       (connect_timeout, read_timeout))
         except Exception as exc:
-            if watch is not None and watch.fired:
-                # Whatever broke after we cut the connection broke because of
-                # our deadline: a timeout, never an outage or a TLS failure.
+            # Whatever broke once the deadline passed (a timeout trimmed to
+            # it, or the watchdog's cut) broke because of our own limit: a
+            # timeout, never an outage (which failmode = safe would grant).
+            if watch is not None and (watch.fired or self._monotonic() >= self.deadline):
                 raise DeadlineExceededError(
                     f"the deadline passed while waiting for {origin}") from exc
             raise
@@ -543,8 +539,8 @@ class ToopherApi:
                 watch.stop()
 
     def _send_and_read(self, method: str, url: str, query: Optional[dict],
-                       form: Optional[dict], origin: str, timeout: Tuple[float, float],
-                       cut_connect: bool, cut_read: bool) -> Any:
+                       form: Optional[dict], origin: str,
+                       timeout: Tuple[float, float]) -> Any:
         try:
             response = self._session.request(
                 method, url, params=query, data=form, auth=self._auth,
@@ -555,9 +551,6 @@ class ToopherApi:
             raise ToopherTLSError(
                 f"the certificate of {origin} did not verify: {_reason(exc)}") from exc
         except requests.exceptions.ConnectTimeout as exc:
-            if cut_connect:
-                raise DeadlineExceededError(
-                    f"the deadline passed while connecting to {origin}") from exc
             raise ToopherUnavailableError(
                 f"timed out connecting to {origin}", not_processed=True) from exc
         except requests.exceptions.ConnectionError as exc:
@@ -565,14 +558,11 @@ class ToopherApi:
                 f"could not reach {origin}: {_reason(exc)}",
                 not_processed=_is_connect_failure(exc)) from exc
         except requests.exceptions.Timeout as exc:
-            if cut_read:
-                raise DeadlineExceededError(
-                    f"the deadline passed while waiting for {origin}") from exc
             raise ToopherUnavailableError(f"{origin} did not answer in time") from exc
         except requests.exceptions.RequestException as exc:
             raise ToopherApiError(f"could not send the request: {_reason(exc)}") from exc
         with response:
-            body = _read_capped(response, origin, self.deadline, self._monotonic, cut_read)
+            body = _read_capped(response, origin)
             return _interpret(response, body, origin)
 
 
@@ -696,8 +686,7 @@ class _WatchedAdapter(requests.adapters.HTTPAdapter):
                                                    "https": _WatchedHTTPSPool}
 
 
-def _read_capped(response: requests.Response, origin: str, deadline: Optional[float],
-                 monotonic: Callable[[], float], cut_read: bool = False) -> bytes:
+def _read_capped(response: requests.Response, origin: str) -> bytes:
     too_large = MalformedResponseError(
         f"{origin} sent an answer larger than {MAX_RESPONSE_BYTES} bytes",
         status=response.status_code)
@@ -711,10 +700,6 @@ def _read_capped(response: requests.Response, origin: str, deadline: Optional[fl
             if size > MAX_RESPONSE_BYTES:
                 raise too_large
             chunks.append(chunk)
-            # The read timeout bounds each read, not a server trickling bytes.
-            if deadline is not None and monotonic() > deadline:
-                raise DeadlineExceededError(f"the deadline passed while {origin} was "
-                                            "still answering")
     except requests.exceptions.ContentDecodingError as exc:
         # The service answered, but with a body its own Content-Encoding does
         # not decode: malformed, not an outage (which failmode = safe grants).
@@ -722,10 +707,6 @@ def _read_capped(response: requests.Response, origin: str, deadline: Optional[fl
                                      status=response.status_code) from exc
     except requests.exceptions.RequestException as exc:
         # The connection broke mid-answer (reset, cut off, read timeout).
-        if cut_read and exc.args and isinstance(exc.args[0],
-                                                urllib3.exceptions.ReadTimeoutError):
-            raise DeadlineExceededError(
-                f"the deadline passed while {origin} was still answering") from exc
         raise ToopherUnavailableError(f"{origin} broke off its answer: {_reason(exc)}") from exc
     # urllib3 1.x does not enforce Content-Length by itself.
     if declared.isdigit() and size < int(declared):
