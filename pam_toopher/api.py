@@ -594,7 +594,16 @@ class _Watch:
         self._conns: list = []
         self._timer = threading.Timer(max(seconds, 0.0), self._fire)
         self._timer.daemon = True   # a safety net: stop() always joins it
-        self._timer.start()
+        # The thread inherits the signal mask it starts with: start it with
+        # every signal blocked, so the host's signals (sudo's Ctrl-C that the
+        # hook takes while waiting) still reach the thread blocked in recv.
+        import signal
+
+        saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            self._timer.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
 
     def attach(self, conn: Any, sock: Optional[socket.socket]) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ own (redirects, wrong ids, missing fields, oversized or cut-off answers,
 stalls, bad certificates); tests/test_api_server.py runs the client against
 the project's Toopher-compatible server for every endpoint and error code.
 """
+import re
 import socket
 import ssl
 import threading
@@ -585,3 +586,22 @@ def test_without_a_deadline_no_watchdog_runs():
         assert get_status(api).id == REQUEST_ID
         assert client_threads() == threads
     assert seen == [[]]
+
+
+def test_the_watchdog_thread_takes_no_signal_from_the_host():
+    """Inside sudo the hook unblocks SIGINT to end the wait; a helper thread
+    that could receive it would leave the waiting thread blocked in recv."""
+    import signal
+
+    from pam_toopher.api import _Watch
+    unblocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    try:
+        watch = _Watch(30)
+        try:
+            status = open(f"/proc/self/task/{watch._timer.native_id}/status").read()
+        finally:
+            watch.stop()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+    blocked = int(re.search(r"^SigBlk:\s*([0-9a-f]+)$", status, re.M).group(1), 16)
+    assert blocked & (1 << (signal.SIGINT - 1)), hex(blocked)
