@@ -14,6 +14,7 @@ from typing import List, Optional
 
 from .errors import ServerError
 from .httpd import make_server
+from .limits import Limits
 from .phone import Phone
 from .store import FAULT_KINDS, PAIRING_RULE_ANSWERS, RULE_ANSWERS, Store
 
@@ -57,7 +58,7 @@ def _quoted(view: dict) -> str:
 def cmd_serve(args) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
-    store = Store(_db(args))
+    store = Store(_db(args), limits=_limits(args), log=_log)
     server = make_server(store, args.host, args.port, args.tls_cert, args.tls_key)
 
     def stop(signum, frame):
@@ -75,6 +76,19 @@ def cmd_serve(args) -> int:
         server.server_close()
         store.close()
     return 0
+
+
+def _limits(args) -> Limits:
+    try:
+        return Limits(otp_max_failures=args.otp_max_failures, otp_lockout=args.otp_lockout,
+                      otp_lockout_max=args.otp_lockout_max, max_pending=args.max_pending,
+                      max_per_minute=args.max_pushes_per_minute)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def cmd_requester_create(args) -> int:
@@ -176,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     serve.add_argument("--tls-cert", metavar="CERT")
     serve.add_argument("--tls-key", metavar="KEY")
+    defaults = Limits()
+    serve.add_argument("--otp-max-failures", type=int, default=defaults.otp_max_failures,
+                       metavar="N", help="wrong codes per pairing before codes are locked out")
+    serve.add_argument("--otp-lockout", type=float, default=defaults.otp_lockout,
+                       metavar="SECONDS", help="first lockout; each next one doubles")
+    serve.add_argument("--otp-lockout-max", type=float, default=defaults.otp_lockout_max,
+                       metavar="SECONDS", help="longest lockout")
+    serve.add_argument("--max-pending", type=int, default=defaults.max_pending, metavar="N",
+                       help="pending push requests per user")
+    serve.add_argument("--max-pushes-per-minute", type=int, default=defaults.max_per_minute,
+                       metavar="N", help="push requests per user in any 60 s")
     serve.set_defaults(func=cmd_serve)
 
     requester = commands.add_parser("requester", parents=[db], help="manage API credentials")

@@ -38,6 +38,23 @@ class NotFound(ServerError):
     status = 404
 
 
+class LimitExceeded(ServerError):
+    """403 with one of this server's own codes (OTP_LOCKED, PUSH_LIMITED):
+    a limit refused the call.  Deliberately a 4xx and never 429 or 5xx,
+    which clients (pam_toopher among them) treat as an outage -- and
+    ``failmode = safe`` would then let the caller in.  ``retry_after`` (whole
+    seconds) is in the message and, for clients that read it, in the body."""
+
+    status = 403
+
+    def __init__(self, message: str, *, code: int, retry_after: float):
+        self.retry_after = max(1, int(-(-retry_after // 1)))  # rounded up, at least 1 s
+        super().__init__(f"{message}; try again in {self.retry_after} s", code=code)
+
+    def body(self) -> dict:
+        return dict(super().body(), retry_after=self.retry_after)
+
+
 class Conflict(ServerError):
     """409; ``code`` distinguishes the zero-storage answers (704-707)."""
 
@@ -51,3 +68,10 @@ TERMINAL_UNKNOWN = 706
 PAIRING_DEACTIVATED = 707
 #: Older servers' code for a pairing that is pending, refused or deactivated.
 PAIRING_NOT_AUTHORIZED = 601
+
+# This server's own codes, away from Toopher's 6xx/7xx ones and from the
+# HTTP statuses it mirrors as codes (toopher-api.md; docs/server.md).
+#: Too many wrong OTP codes for the pairing: codes are refused for a while.
+OTP_LOCKED = 790
+#: Too many push requests for the user (pending, or in the last minute).
+PUSH_LIMITED = 791

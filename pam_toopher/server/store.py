@@ -22,7 +22,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from . import totp
 from .errors import (PAIRING_DEACTIVATED, PAIRING_NOT_AUTHORIZED, TERMINAL_UNKNOWN,
-                     USER_DISABLED, USER_UNKNOWN, BadRequest, Conflict, Forbidden, NotFound)
+                     USER_DISABLED, USER_UNKNOWN, BadRequest, Conflict, Forbidden,
+                     LimitExceeded, NotFound)
+from .limits import (PENDING_WINDOW, RATE_WINDOW, Limits, lockout_seconds, otp_locked,
+                     push_refusal)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requesters (
@@ -67,6 +70,14 @@ CREATE TABLE IF NOT EXISTS pairing_rules (
 CREATE TABLE IF NOT EXISTS faults (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
     remaining INTEGER NOT NULL, seconds REAL NOT NULL);
+-- The limits (limits.py).  Tables of their own rather than new columns, so
+-- that a database made by an earlier version gets them from this script.
+CREATE TABLE IF NOT EXISTS otp_guards (
+    pairing_id TEXT PRIMARY KEY, failures INTEGER NOT NULL DEFAULT 0,
+    locked_until REAL NOT NULL DEFAULT 0, lockouts INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS push_times (
+    request_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS push_times_user ON push_times (user_id, created_at);
 """
 
 #: Seconds a nonce is remembered; must cover the OAuth timestamp window.
@@ -82,6 +93,7 @@ REASON_USER = 100
 REASON_RULE = 101
 REASON_OTP_VALID = 102
 REASON_OTP_INVALID = 103
+REASON_OTP_LOCKED = 104
 
 _KEY_ALPHABET = string.ascii_letters + string.digits
 _PHRASE_WORDS = ("apple", "river", "cobalt", "maple", "tiger", "orbit", "lemon", "harbor",
@@ -147,9 +159,13 @@ def _phone_view(row) -> dict:
 class Store:
     """All state of the server, in one SQLite database (a path or ``":memory:"``)."""
 
-    def __init__(self, path: str, clock: Callable[[], float] = time.time):
+    def __init__(self, path: str, clock: Callable[[], float] = time.time,
+                 limits: Optional[Limits] = None,
+                 log: Callable[[str], None] = lambda line: None):
         self.path = str(path)
         self.clock = clock
+        self.limits = limits or Limits()
+        self.log = log  # security events (a lockout, a refused push): the server's log
         self._lock = threading.RLock()
         self._changed = threading.Condition()
         self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
@@ -472,6 +488,8 @@ class Store:
             else:
                 user, pairing, terminal = self._resolve_zero_storage(
                     db, requester_id, user_name, terminal_name, terminal_id)
+            if otp is None:  # a code sends no push; the OTP limit bounds those
+                self._count_push(db, user, request_id)
             auto_grant = auto_automated = auto_at = None
             rule = db.execute("SELECT * FROM auth_rules WHERE user_name = ?",
                               (user["name"],)).fetchone()
@@ -488,9 +506,26 @@ class Store:
                 (request_id, requester_id, user["id"], pairing["id"], terminal["id"],
                  self._action_id(db, requester_id, action_name), int(automation_allowed),
                  int(challenge_required), auto_grant, auto_automated, auto_at))
-            if otp is not None:
-                self._resolve_by_otp(db, request_id, pairing, otp)
+            locked = None if otp is None else self._resolve_by_otp(db, request_id, pairing, otp)
+        if locked is not None:
+            raise locked
         return self.get_request(requester_id, request_id)
+
+    def _count_push(self, db, user, request_id: str) -> None:
+        """Record a new push for the user, or refuse it (limits.push_refusal)."""
+        now = self.clock()
+        self._settle_requests(db)  # a rule's answer that is due frees a place
+        db.execute("DELETE FROM push_times WHERE created_at <= ?",
+                   (now - max(PENDING_WINDOW, RATE_WINDOW),))
+        earlier = db.execute(
+            "SELECT t.created_at, COALESCE(r.pending, 0) FROM push_times t"
+            " LEFT JOIN auth_requests r ON r.id = t.request_id WHERE t.user_id = ?",
+            (user["id"],)).fetchall()
+        refusal = push_refusal(((row[0], bool(row[1])) for row in earlier), now, self.limits)
+        if refusal is not None:
+            self.log(f"limit: push refused user={user['name']!r}: {refusal.message}")
+            raise refusal
+        db.execute("INSERT INTO push_times VALUES (?, ?, ?)", (request_id, user["id"], now))
 
     @staticmethod
     def _check_user_enabled(user) -> None:
@@ -518,7 +553,16 @@ class Store:
             raise Conflict("Pairing has been deactivated", code=PAIRING_DEACTIVATED)
         return user, pairing, terminal
 
-    def _resolve_by_otp(self, db, request_id: str, pairing, code: str) -> None:
+    def _resolve_by_otp(self, db, request_id: str, pairing, code: str) -> Optional[LimitExceeded]:
+        """Answer the request by the code; while the pairing is locked out
+        the code is not even checked: the request is closed as refused and
+        the error to answer with is returned (raised after the commit)."""
+        locked = self._claim_otp_guess(db, pairing)
+        if locked is not None:
+            db.execute("UPDATE auth_requests SET pending = 0, granted = 0, automated = 0,"
+                       " reason = 'too many wrong codes', reason_code = ? WHERE id = ?",
+                       (REASON_OTP_LOCKED, request_id))
+            return locked
         step = totp.matching_step(pairing["totp_secret"], code, self.clock())
         if step is not None:
             # Conditional update: of two concurrent uses of one code, one wins.
@@ -527,10 +571,57 @@ class Store:
             if used.rowcount != 1:
                 step = None
         granted = step is not None
+        if granted:
+            db.execute("UPDATE otp_guards SET failures = 0, lockouts = 0, locked_until = 0"
+                       " WHERE pairing_id = ?", (pairing["id"],))
+        else:
+            self._lock_if_exhausted(db, pairing)
         db.execute("UPDATE auth_requests SET pending = 0, granted = ?, automated = 0, reason = ?,"
                    " reason_code = ? WHERE id = ?",
                    (int(granted), "valid otp" if granted else "invalid otp",
                     REASON_OTP_VALID if granted else REASON_OTP_INVALID, request_id))
+        return None
+
+    def _claim_otp_guess(self, db, pairing) -> Optional[LimitExceeded]:
+        """Take one of the pairing's guesses before the code is checked, or
+        the refusal when none is left.
+
+        One conditional UPDATE takes the guess (counted as a failure until a
+        valid code clears the count), so however many calls race, at most
+        otp_max_failures codes are checked per lockout period -- whether or
+        not the transaction around it serialises them.
+        """
+        now, limits = self.clock(), self.limits
+        db.execute("INSERT OR IGNORE INTO otp_guards (pairing_id) VALUES (?)", (pairing["id"],))
+        taken = db.execute("UPDATE otp_guards SET failures = failures + 1 WHERE pairing_id = ?"
+                           " AND locked_until <= ? AND failures < ?",
+                           (pairing["id"], now, limits.otp_max_failures))
+        if taken.rowcount == 1:
+            return None
+        guard = db.execute("SELECT locked_until FROM otp_guards WHERE pairing_id = ?",
+                           (pairing["id"],)).fetchone()
+        refusal = otp_locked(guard["locked_until"] - now)
+        self.log(f"limit: otp refused {self._who(db, pairing)}: {refusal.message}")
+        return refusal
+
+    def _lock_if_exhausted(self, db, pairing) -> None:
+        """After the last allowed wrong code: lock codes out, for longer each time."""
+        guard = db.execute("SELECT failures, lockouts FROM otp_guards WHERE pairing_id = ?",
+                           (pairing["id"],)).fetchone()
+        if guard["failures"] < self.limits.otp_max_failures:
+            return
+        seconds = lockout_seconds(guard["lockouts"], self.limits)
+        db.execute("UPDATE otp_guards SET failures = 0, lockouts = lockouts + 1,"
+                   " locked_until = ? WHERE pairing_id = ?",
+                   (self.clock() + seconds, pairing["id"]))
+        self.log(f"limit: otp locked {self._who(db, pairing)}: {guard['failures']} wrong codes,"
+                 f" codes refused for {seconds:g} s (lockout {guard['lockouts'] + 1})")
+
+    @staticmethod
+    def _who(db, pairing) -> str:
+        """user=NAME pairing=ID for a log line; repr() keeps a hostile name on one line."""
+        user = db.execute("SELECT name FROM users WHERE id = ?", (pairing["user_id"],)).fetchone()
+        return f"user={user['name'] if user else '?'!r} pairing={pairing['id']}"
 
     def otp_auth(self, requester_id: str, request_id: str, code: str) -> dict:
         with self._tx() as db:
@@ -540,7 +631,9 @@ class Store:
             if not row["pending"]:
                 raise BadRequest("Authentication request is no longer pending")
             pairing = db.execute("SELECT * FROM pairings WHERE id = ?", (row["pairing_id"],)).fetchone()
-            self._resolve_by_otp(db, request_id, pairing, code)
+            locked = self._resolve_by_otp(db, request_id, pairing, code)
+        if locked is not None:
+            raise locked
         return self.get_request(requester_id, request_id)
 
     def _settle_requests(self, db, request_id: Optional[str] = None) -> None:

@@ -8,6 +8,7 @@
         srv.url, srv.key, srv.secret       # "http://127.0.0.1:PORT/v1", credentials
         srv.phone.make_pairing_phrase("alice")
 
+    with RunningServer(serve_args=["--max-pending", "50"]) as srv:  # other options
     with RunningServer(tls=True) as srv:   # HTTPS with a throwaway CA
         srv.ca_cert_path                   # trust this one
         srv.untrusted_ca_cert_path         # a different CA: verification must fail
@@ -23,7 +24,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import requests
 from requests_oauthlib import OAuth1
@@ -85,12 +86,14 @@ class RunningServer:
     untrusted_ca_cert_path (TLS only), log_path (the server's stderr).
     """
 
-    def __init__(self, directory: Optional[str] = None, tls: bool = False):
+    def __init__(self, directory: Optional[str] = None, tls: bool = False,
+                 serve_args: Sequence[str] = ()):
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="toopher-server-")
         self.directory = Path(directory or self._tmp.name)
         self.db_path = str(self.directory / "toopher.db")
         self.log_path = str(self.directory / "server.log")
         self.tls = tls
+        self.serve_args = list(serve_args)  # more ``serve`` options, e.g. limits
         self.port = 0
         self.url = None
         self.ca_cert_path = self.untrusted_ca_cert_path = None
@@ -117,6 +120,7 @@ class RunningServer:
         args = ["serve", "--db", self.db_path, "--host", "127.0.0.1", "--port", str(self.port)]
         if self._cert:
             args += ["--tls-cert", str(self._cert[0]), "--tls-key", str(self._cert[1])]
+        args += self.serve_args
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(server_command(*args), cwd=REPO_ROOT, env=server_env(),
                                              stdout=subprocess.PIPE, stderr=log)
