@@ -16,6 +16,7 @@ import enum
 import grp
 import os
 import pwd
+import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -63,6 +64,8 @@ class Outcome(enum.Enum):
     CONFIG_ERROR = "config_error"          # config missing, insecure or invalid
     USER_UNKNOWN = "user_unknown"          # not an account on this host
     ABORTED = "aborted"                    # the user pressed Ctrl-C while we waited (sudo)
+    OTP_LOCKED = "otp_locked"              # too many wrong codes: the service refuses codes
+    RATE_LIMITED = "rate_limited"          # too many pushes for the user: the service refuses
     INTERNAL_ERROR = "internal_error"      # a bug; the traceback goes to syslog
 
 
@@ -71,6 +74,8 @@ _SEVERITY = {
     Outcome.UNPAIRED_ALLOWED: LOG_WARNING, Outcome.FAILED_OPEN: LOG_WARNING,
     Outcome.UNAVAILABLE: LOG_ERR, Outcome.TLS_ERROR: LOG_ERR, Outcome.API_ERROR: LOG_ERR,
     Outcome.CONFIG_ERROR: LOG_ERR, Outcome.INTERNAL_ERROR: LOG_ERR,
+    # Someone may be guessing codes or flooding the user's phone.
+    Outcome.OTP_LOCKED: LOG_WARNING, Outcome.RATE_LIMITED: LOG_WARNING,
 }
 
 
@@ -206,7 +211,8 @@ def decide(request: LoginRequest, config: Config, conversation: Conversation,
         outcome = Outcome.FAILED_OPEN if config.failmode == "safe" else Outcome.UNAVAILABLE
         return Decision(outcome, str(exc), session.request_id)
     except toopher.ToopherApiError as exc:  # 401, 403, 4xx, malformed answers
-        return Decision(Outcome.API_ERROR, str(exc), session.request_id)
+        return Decision(refusal_outcome(exc.error_code) or Outcome.API_ERROR, str(exc),
+                        session.request_id)
     finally:
         client.close()
 
@@ -363,6 +369,27 @@ class _Session:
 
 # -------------------------------------------------- small decisions, pure
 
+# The service's limits (docs/server.md): 4xx answers with these codes, never
+# 429/5xx, so that they deny instead of counting as an outage.
+OTP_LOCKED_CODE = 790
+PUSH_LIMITED_CODE = 791
+_REFUSALS = {OTP_LOCKED_CODE: Outcome.OTP_LOCKED, PUSH_LIMITED_CODE: Outcome.RATE_LIMITED}
+
+
+def refusal_outcome(error_code: Optional[int]) -> Optional[Outcome]:
+    """The outcome of a 4xx answer that is one of the service's limits, if it is one."""
+    return _REFUSALS.get(error_code) if error_code is not None else None
+
+
+def retry_wait(reason: str) -> str:
+    """When to try again, for the user: "in N min" from the service's
+    "...; try again in S s", else "later"."""
+    match = re.search(r"try again in (\d{1,9}) s\b", reason)
+    if match is None:
+        return "later"
+    return f"in {max(1, -(-int(match.group(1)) // 60))} min"  # minutes, rounded up
+
+
 def is_otp(answer: str) -> bool:
     return len(answer) == OTP_LENGTH and answer.isascii() and answer.isdigit()
 
@@ -478,6 +505,9 @@ _USER_MESSAGES = {
     Outcome.CONFIG_ERROR: "Toopher: the module is misconfigured; see the system log.",
     Outcome.INTERNAL_ERROR: "Toopher: internal error; see the system log.",
     Outcome.ABORTED: "Toopher: cancelled.",
+    Outcome.OTP_LOCKED: "Toopher: too many wrong codes; try again {wait}.",
+    Outcome.RATE_LIMITED: "Toopher: too many login requests; answer those on your phone "
+                          "or try again {wait}.",
 }
 
 
@@ -487,6 +517,8 @@ def _tell_outcome(conversation: Conversation, decision: Decision) -> None:
         return
     if decision.outcome is Outcome.DENIED and decision.reason not in ("", "denied"):
         message = f"{message[:-1]}: {sanitize(decision.reason, 120)}"
+    if decision.outcome in (Outcome.OTP_LOCKED, Outcome.RATE_LIMITED):
+        message = message.format(wait=retry_wait(decision.reason))
     try:
         conversation.error(message)
     except Exception:  # the user may be gone; the decision stands regardless

@@ -51,6 +51,8 @@ PAM_RESULT_NAMES = {
     Outcome.INTERNAL_ERROR: "PAM_SERVICE_ERR",
     Outcome.USER_UNKNOWN: "PAM_USER_UNKNOWN",
     Outcome.ABORTED: "PAM_AUTH_ERR",
+    Outcome.OTP_LOCKED: "PAM_AUTH_ERR",
+    Outcome.RATE_LIMITED: "PAM_AUTH_ERR",
 }
 
 SUDO_SERVICES = ("sudo", "sudo-i")
