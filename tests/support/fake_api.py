@@ -160,7 +160,7 @@ class FakeToopher:
     def pair(self, pairing_phrase, user_name):
         self._record("pair", pairing_phrase, user_name)
         if pairing_phrase != "correct horse":
-            raise toopher.ToopherApiError("unknown pairing phrase", status=400, error_code=400)
+            raise toopher.ToopherRefusedError("unknown pairing phrase", status=400, error_code=400)
         self._pairing_id = next(_ids)
         return self._pairing_status(pending=True, enabled=False)
 
