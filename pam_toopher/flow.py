@@ -33,8 +33,8 @@ from pam_toopher.errors import (DeadlineExceededError, PairingDeactivatedError,
 from pam_toopher.models import AuthenticationStatus, PairingStatus, TerminalStatus, UserStatus
 from pam_toopher.text import sanitize
 
-__all__ = ["Outcome", "Interrupted", "LoginRequest", "Decision", "Conversation", "Clock", "SystemClock",
-           "ToopherClient",
+__all__ = ["Outcome", "Interrupted", "LoginRequest", "Decision", "Conversation", "Clock",
+           "SystemClock", "ToopherClient",
            "Account", "lookup_account", "needs_second_factor", "describe_action",
            "default_api_factory", "wait_until_answered", "decide", "run", "audit_fields"]
 
@@ -454,7 +454,12 @@ def describe_action(config: Config, request: LoginRequest) -> str:
     return sanitize(" ".join(text.split()), MAX_ACTION_LENGTH)
 
 
-T = TypeVar("T")
+class _Answer(Protocol):
+    @property
+    def pending(self) -> bool: ...
+
+
+T = TypeVar("T", bound=_Answer)
 
 
 def wait_until_answered(fetch: Callable[[Optional[float]], T], deadline: float,
@@ -473,7 +478,7 @@ def wait_until_answered(fetch: Callable[[Optional[float]], T], deadline: float,
         asked = min(LONG_POLL_PER_CALL, remaining) if remaining > 0 else None
         sent_at = clock.now()
         status = fetch(asked)
-        if not getattr(status, "pending"):
+        if not status.pending:
             return status
         now = clock.now()
         if now >= deadline:

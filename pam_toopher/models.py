@@ -9,7 +9,7 @@ keeps the whole object for fields the models do not name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, TypeVar
+from typing import Any, Mapping, Optional, Protocol, TypeVar
 
 from pam_toopher.errors import MalformedResponseError
 
@@ -130,8 +130,9 @@ class AuthenticationStatus:
         )
 
 
-class _HasId:
-    id: str
+class _HasId(Protocol):
+    @property
+    def id(self) -> str: ...
 
 
 Result = TypeVar("Result", bound=_HasId)
