@@ -17,7 +17,7 @@ import argparse
 import getpass
 import os
 import sys
-from typing import Any, Callable, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TextIO
 
 from pam_toopher.audit import AuditTrail
 from pam_toopher.config import DEFAULT_PATH, Config, ConfigError, load_config
@@ -25,8 +25,10 @@ from pam_toopher.errors import (ToopherApiError, ToopherRefusedError, ToopherTLS
                                 ToopherUnavailableError, UserUnknownError)
 from pam_toopher.flow import (ApiFactory, Clock, Outcome, LoginRequest, SystemClock,
                               ToopherClient, default_api_factory, run, wait_until_answered)
-from pam_toopher.models import UserStatus
 from pam_toopher.text import sanitize
+
+if TYPE_CHECKING:
+    from pam_toopher.models import UserStatus
 
 __all__ = ["main", "check", "pair", "try_login", "status", "set_enabled", "reset",
            "TerminalConversation", "CliError"]
@@ -94,8 +96,8 @@ def check(config: Config, api: ToopherClient, out: TextIO) -> None:
     print(f"{config.api_url}: credentials accepted", file=out)
 
 
-def pair(api: Any, user: str, phrase: str, out: TextIO, *, timeout: float = PAIRING_TIMEOUT,
-         clock: Clock = SystemClock()) -> None:
+def pair(api: ToopherClient, user: str, phrase: str, out: TextIO, *,
+         timeout: float = PAIRING_TIMEOUT, clock: Clock = SystemClock()) -> None:
     """Submit the phrase the user's app shows, then wait for the phone to accept."""
     pairing = api.pair(phrase, user)
     print(f"Waiting up to {timeout:.0f} s for {user} to accept the pairing on the phone...",
@@ -122,19 +124,19 @@ def try_login(config_path: str, user: str, service: str, rhost: Optional[str],
     return decision.outcome
 
 
-def status(api: Any, user: str, out: TextIO) -> None:
+def status(api: ToopherClient, user: str, out: TextIO) -> None:
     found = _find_user(api, user)
     enabled = "yes" if found.toopher_authentication_enabled else "no (the module steps aside)"
     print(f"user: {found.name}\nid: {found.id}\nToopher enabled: {enabled}", file=out)
 
 
-def set_enabled(api: Any, user: str, enabled: bool, out: TextIO) -> None:
+def set_enabled(api: ToopherClient, user: str, enabled: bool, out: TextIO) -> None:
     _find_user(api, user)
     api.set_toopher_enabled_for_user(user, enabled)
     print(f"Toopher {'enabled' if enabled else 'disabled'} for {user}.", file=out)
 
 
-def reset(api: Any, user: str, out: TextIO) -> None:
+def reset(api: ToopherClient, user: str, out: TextIO) -> None:
     _find_user(api, user)
     api.reset_user(user)
     print(f"{user}'s pairings are removed; {user} must pair again.", file=out)
@@ -207,7 +209,7 @@ def main(argv: Optional[Sequence[str]] = None, *, api_factory: ApiFactory = defa
         return EXIT_INTERRUPTED
 
 
-def _dispatch(args: argparse.Namespace, config: Config, api: Any, stdin: TextIO,
+def _dispatch(args: argparse.Namespace, config: Config, api: ToopherClient, stdin: TextIO,
               out: TextIO) -> None:
     if args.command == "check":
         check(config, api, out)

@@ -20,18 +20,22 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
-from typing import Any, Callable, ContextManager, Optional, Protocol, Sequence, Tuple, TypeVar
+from typing import (TYPE_CHECKING, Any, Callable, ContextManager, Optional, Protocol, Sequence,
+                    Tuple, TypeVar)
 
 from pam_toopher.audit import (LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING,
                                AuditTrail, format_fields)
 from pam_toopher.config import Config, ConfigError, load_config
-# The client's errors and models: cheap (no HTTP stack), so imported here.
+# The client's errors import no HTTP stack (0.3 ms), so they are imported here.
 from pam_toopher.errors import (DeadlineExceededError, PairingDeactivatedError,
                                 TerminalUnknownError, ToopherApiError, ToopherRefusedError,
                                 ToopherTLSError, ToopherUnavailableError, UserDisabledError,
                                 UserUnknownError)
-from pam_toopher.models import AuthenticationStatus, PairingStatus, TerminalStatus, UserStatus
 from pam_toopher.text import sanitize
+
+if TYPE_CHECKING:  # annotations only: building the dataclasses costs ~3 ms a login
+    from pam_toopher.models import (AuthenticationStatus, PairingStatus, TerminalStatus,
+                                    UserStatus)
 
 __all__ = ["Outcome", "Interrupted", "LoginRequest", "Decision", "Conversation", "Clock",
            "SystemClock", "ToopherClient",
