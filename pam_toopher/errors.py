@@ -29,7 +29,8 @@ from typing import Any, Dict, Mapping, Optional, Type
 __all__ = ["ToopherApiError", "ToopherUnavailableError", "ToopherRefusedError",
            "ToopherTLSError", "DeadlineExceededError", "MalformedResponseError",
            "AnswerLostError", "RequestNotSentError", "UserDisabledError", "UserUnknownError",
-           "TerminalUnknownError", "PairingDeactivatedError", "error_for_answer"]
+           "TerminalUnknownError", "PairingDeactivatedError", "error_for_answer",
+           "is_outage_status"]
 
 
 class ToopherApiError(Exception):
@@ -140,6 +141,11 @@ _REFUSALS_BY_CODE: Dict[int, Type[ToopherRefusedError]] = {
 _DEACTIVATED_MESSAGES = ("pairing has been deactivated", "pairing has not been authorized")
 
 
+def is_outage_status(status: int) -> bool:
+    """429 and 5xx: the service itself says it cannot serve the call now."""
+    return status == 429 or 500 <= status < 600
+
+
 def error_for_answer(status: int, body: Any) -> ToopherApiError:
     """The exception for a non-2xx, non-3xx answer whose body has been parsed
     (or is None): an outage for 429 and 5xx, a refusal for any other 4xx,
@@ -152,7 +158,7 @@ def error_for_answer(status: int, body: Any) -> ToopherApiError:
         if isinstance(raw_message, str):
             message = raw_message
     message = message or "the Toopher service refused the request"
-    if status == 429 or 500 <= status < 600:
+    if is_outage_status(status):
         return ToopherUnavailableError(message, status=status, error_code=code)
     if not 400 <= status < 500:
         return MalformedResponseError(f"unexpected HTTP status: {message}", status=status,

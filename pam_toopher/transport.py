@@ -50,7 +50,8 @@ from requests_oauthlib import OAuth1
 from pam_toopher import __version__
 from pam_toopher.errors import (AnswerLostError, DeadlineExceededError, MalformedResponseError,
                                 RequestNotSentError, ToopherApiError, ToopherTLSError,
-                                ToopherUnavailableError, error_for_answer)
+                                ToopherUnavailableError, error_for_answer,
+                                is_outage_status)
 
 __all__ = ["Transport", "oauth1_signer", "DEFAULT_TIMEOUT", "DEFAULT_RETRY_BUDGET",
            "MAX_RESPONSE_BYTES", "USER_AGENT", "Timeout"]
@@ -469,7 +470,10 @@ def _read_capped(response: requests.Response, origin: str) -> bytes:
     encoding = response.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in ("", "identity"):
         # We asked for identity: an encoded body is refused unread (a few
-        # hundred bytes of nested gzip decode to gigabytes).
+        # hundred bytes of nested gzip decode to gigabytes).  A 5xx or 429
+        # is an outage by its status alone; its body only adds a message.
+        if is_outage_status(response.status_code):
+            return b""
         raise MalformedResponseError(
             f"{origin} sent an answer that could not be decoded: it has a Content-Encoding, "
             "and only identity was asked for", status=response.status_code)

@@ -229,6 +229,16 @@ def test_a_decompression_bomb_is_refused_unread():
     assert server.received[0].headers["Accept-Encoding"] == "identity"
 
 
+def test_an_encoded_server_error_is_still_an_outage():
+    # Some proxies compress their error pages whatever was asked: the
+    # status says outage, and the body is not read.
+    bomb = gzip_layers([b"\0" * (1 << 20)], 2)
+    with serve(Answer(503, bomb, headers={"Content-Encoding": "gzip, gzip"})) as server:
+        with pytest.raises(ToopherUnavailableError) as caught:
+            client(server, retry_budget=0).get_authentication_status(REQUEST_ID)
+    assert caught.value.status == 503
+
+
 # ------------------------------------------------ item 10: deeply nested JSON
 
 
