@@ -133,6 +133,7 @@ class Transport:
                     fresh_retry_done = True
                     continue
                 error: ToopherApiError = retry.error
+                error.__cause__ = retry.__cause__
             except ToopherUnavailableError as exc:
                 error = exc
             if not isinstance(error, ToopherUnavailableError):
