@@ -32,8 +32,13 @@ CLIENT_NAMES = (
 __all__ = ["__version__", *CLIENT_NAMES]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> object:
     if name in CLIENT_NAMES:
+        # An error class needs no HTTP stack: take it from the cheap module.
+        from pam_toopher import errors
+
+        if name in errors.__all__:
+            return getattr(errors, name)
         from pam_toopher import api
 
         return getattr(api, name)

@@ -82,7 +82,8 @@ def test_the_facade_exports_every_public_client_name():
 
 def test_the_errors_module_does_not_import_the_http_stack():
     script = (f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r});"
-              "import pam_toopher.errors, pam_toopher.models;"
+              "import pam_toopher.errors, pam_toopher.models, pam_toopher as toopher;"
+              "toopher.ToopherRefusedError, toopher.ToopherUnavailableError;"
               "print(sorted(m for m in ('requests', 'urllib3', 'requests_oauthlib', 'http.client',"
               " 'pam_toopher.transport') if m in sys.modules))")
     result = subprocess.run(["/usr/bin/python3", "-I", "-c", script], capture_output=True,
