@@ -13,13 +13,19 @@ CLIENT_NAMES = (
     "ToopherApi",
     "ToopherApiError",
     "ToopherUnavailableError",
+    "ToopherRefusedError",
     "ToopherTLSError",
     "DeadlineExceededError",
     "MalformedResponseError",
+    "AnswerLostError",
+    "RequestNotSentError",
     "UserDisabledError",
     "UserUnknownError",
     "TerminalUnknownError",
     "PairingDeactivatedError",
+    "LimitRefusedError",
+    "OtpLockedError",
+    "PushLimitedError",
     "PairingStatus",
     "AuthenticationStatus",
     "UserStatus",
@@ -29,8 +35,13 @@ CLIENT_NAMES = (
 __all__ = ["__version__", *CLIENT_NAMES]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> object:
     if name in CLIENT_NAMES:
+        # An error class needs no HTTP stack: take it from the cheap module.
+        from pam_toopher import errors
+
+        if name in errors.__all__:
+            return getattr(errors, name)
         from pam_toopher import api
 
         return getattr(api, name)

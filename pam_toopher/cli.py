@@ -17,13 +17,18 @@ import argparse
 import getpass
 import os
 import sys
-from typing import Any, Callable, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TextIO
 
 from pam_toopher.audit import AuditTrail
 from pam_toopher.config import DEFAULT_PATH, Config, ConfigError, load_config
+from pam_toopher.errors import (ToopherApiError, ToopherRefusedError, ToopherTLSError,
+                                ToopherUnavailableError, UserUnknownError)
 from pam_toopher.flow import (ApiFactory, Clock, Outcome, LoginRequest, SystemClock,
-                              default_api_factory, run, wait_until_answered)
+                              ToopherClient, default_api_factory, run, wait_until_answered)
 from pam_toopher.text import sanitize
+
+if TYPE_CHECKING:
+    from pam_toopher.models import UserStatus
 
 __all__ = ["main", "check", "pair", "try_login", "status", "set_enabled", "reset",
            "TerminalConversation", "CliError"]
@@ -69,30 +74,30 @@ class TerminalConversation:
 
 # ---------------------------------------------------------------- commands
 
-def check(config: Config, api: Any, out: TextIO) -> None:
+def check(config: Config, api: ToopherClient, out: TextIO) -> None:
     """The config loaded (syntax, permissions); now one signed call."""
-    from pam_toopher import api as toopher
-
     print(f"{config.path}: syntax and permissions OK", file=out)
     try:
         api.find_user_by_name(CHECK_USER)
-    except toopher.UserUnknownError:
+    except UserUnknownError:
         pass  # the service understood a signed request: the credentials work
-    except toopher.ToopherTLSError as exc:
+    except ToopherTLSError as exc:
         raise CliError(f"{config.api_url}: {exc}; check ca_bundle "
                        f"({config.ca_bundle or 'not set: the system CAs are used'})") from None
-    except toopher.ToopherUnavailableError as exc:
+    except ToopherUnavailableError as exc:
         raise CliError(f"{config.api_url}: cannot reach the service: {exc}") from None
-    except toopher.ToopherApiError as exc:
+    except ToopherApiError as exc:  # refused, malformed, answer lost, not sent
         if exc.status == 401:
             raise CliError(f"{config.api_url} refused the credentials (HTTP 401): check "
                            "consumer_key and consumer_secret") from None
-        raise CliError(f"{config.api_url} refused the check: {exc}") from None
+        if isinstance(exc, ToopherRefusedError):
+            raise CliError(f"{config.api_url} refused the check: {exc}") from None
+        raise CliError(f"{config.api_url}: the check failed: {exc}") from None
     print(f"{config.api_url}: credentials accepted", file=out)
 
 
-def pair(api: Any, user: str, phrase: str, out: TextIO, *, timeout: float = PAIRING_TIMEOUT,
-         clock: Clock = SystemClock()) -> None:
+def pair(api: ToopherClient, user: str, phrase: str, out: TextIO, *,
+         timeout: float = PAIRING_TIMEOUT, clock: Clock = SystemClock()) -> None:
     """Submit the phrase the user's app shows, then wait for the phone to accept."""
     pairing = api.pair(phrase, user)
     print(f"Waiting up to {timeout:.0f} s for {user} to accept the pairing on the phone...",
@@ -119,30 +124,28 @@ def try_login(config_path: str, user: str, service: str, rhost: Optional[str],
     return decision.outcome
 
 
-def status(api: Any, user: str, out: TextIO) -> None:
+def status(api: ToopherClient, user: str, out: TextIO) -> None:
     found = _find_user(api, user)
     enabled = "yes" if found.toopher_authentication_enabled else "no (the module steps aside)"
     print(f"user: {found.name}\nid: {found.id}\nToopher enabled: {enabled}", file=out)
 
 
-def set_enabled(api: Any, user: str, enabled: bool, out: TextIO) -> None:
+def set_enabled(api: ToopherClient, user: str, enabled: bool, out: TextIO) -> None:
     _find_user(api, user)
     api.set_toopher_enabled_for_user(user, enabled)
     print(f"Toopher {'enabled' if enabled else 'disabled'} for {user}.", file=out)
 
 
-def reset(api: Any, user: str, out: TextIO) -> None:
+def reset(api: ToopherClient, user: str, out: TextIO) -> None:
     _find_user(api, user)
     api.reset_user(user)
     print(f"{user}'s pairings are removed; {user} must pair again.", file=out)
 
 
-def _find_user(api: Any, user: str) -> Any:
-    from pam_toopher import api as toopher
-
+def _find_user(api: ToopherClient, user: str) -> UserStatus:
     try:
         return api.find_user_by_name(user)
-    except toopher.UserUnknownError:
+    except UserUnknownError:
         raise CliError(f"{user} is not known to Toopher (never paired); "
                        f"run: {PROG} pair {user}") from None
 
@@ -185,8 +188,6 @@ def main(argv: Optional[Sequence[str]] = None, *, api_factory: ApiFactory = defa
          load: Callable[[str], Config] = load_config, stdin: TextIO = sys.stdin,
          stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
     args = build_parser().parse_args(argv)
-    from pam_toopher.api import ToopherApiError
-
     try:
         if args.command == "test":
             outcome = try_login(args.config, args.user, args.service, args.rhost,
@@ -208,7 +209,7 @@ def main(argv: Optional[Sequence[str]] = None, *, api_factory: ApiFactory = defa
         return EXIT_INTERRUPTED
 
 
-def _dispatch(args: argparse.Namespace, config: Config, api: Any, stdin: TextIO,
+def _dispatch(args: argparse.Namespace, config: Config, api: ToopherClient, stdin: TextIO,
               out: TextIO) -> None:
     if args.command == "check":
         check(config, api, out)

@@ -277,8 +277,8 @@ def parse_config(text: str, path: str) -> Config:
     config = Config(path=path, **values)  # type: ignore[arg-type]
     # The last status call may run up to http_timeout past the end of the wait.
     if config.auth_timeout + config.http_timeout >= LOGIN_GRACE_TIME:
-        line = seen_at.get("auth_timeout", seen_at.get("http_timeout"))
-        raise ConfigError(f"{path}, line {line}: key 'auth_timeout' plus http_timeout must stay "
+        at = seen_at.get("auth_timeout", seen_at.get("http_timeout"))
+        raise ConfigError(f"{path}, line {at}: key 'auth_timeout' plus http_timeout must stay "
                           f"below {LOGIN_GRACE_TIME:g} seconds (sshd's LoginGraceTime)")
     return config
 

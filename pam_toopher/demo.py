@@ -12,6 +12,7 @@ import getpass
 import os
 import sys
 import time
+from functools import partial
 from typing import Optional
 
 from pam_toopher.api import DEFAULT_API_URL, ToopherApi, ToopherApiError
@@ -53,8 +54,7 @@ def pair_a_phone(api: ToopherApi) -> str:
         phrase = ask("Pairing phrase from the app: ")
         pairing = api.pair(phrase, user_name)
         print("Sent. Accept the pairing on the phone...")
-        pairing = wait_for(lambda poll: api.get_pairing_status(pairing.id, long_poll=poll),
-                           PAIRING_WAIT)
+        pairing = wait_for(partial(api.get_pairing_status, pairing.id), PAIRING_WAIT)
         if pairing.enabled:
             print(f"Paired {pairing.user_name} (pairing {pairing.id}).")
             return pairing.id

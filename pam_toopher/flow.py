@@ -16,27 +16,37 @@ import enum
 import grp
 import os
 import pwd
-import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
-from typing import Any, Callable, ContextManager, Optional, Protocol, Sequence, Tuple, TypeVar
+from typing import (TYPE_CHECKING, Any, Callable, ContextManager, Optional, Protocol, Sequence,
+                    Tuple, TypeVar)
 
 from pam_toopher.audit import (LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING,
                                AuditTrail, format_fields)
 from pam_toopher.config import Config, ConfigError, load_config
+# The client's errors import no HTTP stack (0.3 ms), so they are imported here.
+from pam_toopher.errors import (DeadlineExceededError, OtpLockedError, PairingDeactivatedError,
+                                PushLimitedError, TerminalUnknownError, ToopherApiError,
+                                ToopherRefusedError, ToopherTLSError, ToopherUnavailableError,
+                                UserDisabledError, UserUnknownError)
 from pam_toopher.text import sanitize
 
-__all__ = ["Outcome", "Interrupted", "LoginRequest", "Decision", "Conversation", "Clock", "SystemClock",
+if TYPE_CHECKING:  # annotations only: building the dataclasses costs ~3 ms a login
+    from pam_toopher.models import (AuthenticationStatus, PairingStatus, TerminalStatus,
+                                    UserStatus)
+
+__all__ = ["Outcome", "Interrupted", "LoginRequest", "Decision", "Conversation", "Clock",
+           "SystemClock", "ToopherClient",
            "Account", "lookup_account", "needs_second_factor", "describe_action",
            "default_api_factory", "wait_until_answered", "decide", "run", "audit_fields"]
 
-# A long poll asks the server to hold a pending answer this long; short
+# Each status call asks the server to hold a pending answer this long; short
 # enough that a lost connection is noticed, long enough to cost ~0.1 req/s.
-MAX_LONG_POLL = 10.0
+LONG_POLL_PER_CALL = 10.0
 # A server without long poll answers at once: poll no faster than this.
-POLL_INTERVAL = 1.0
+MIN_POLL_INTERVAL = 1.0
 # Total time the client may spend retrying one call during a login: an
 # outage should reach failmode quickly rather than eat the user's wait.
 RETRY_BUDGET = 3.0
@@ -105,6 +115,7 @@ class Decision:
     request_id: Optional[str] = None
     elapsed: float = 0.0
     details: Tuple[str, ...] = ()      # traceback lines, for syslog only
+    retry_after: Optional[int] = None  # a limit's wait, in seconds, for the user
 
 
 class Conversation(Protocol):
@@ -125,6 +136,40 @@ class Clock(Protocol):
     def sleep(self, seconds: float) -> None: ...
 
 
+class ToopherClient(Protocol):
+    """What the flow and the admin command need from a Toopher client:
+    :class:`pam_toopher.client.ToopherApi`, or the tests' FakeToopher.
+    ``deadline`` (a monotonic time, or None) bounds every call."""
+
+    deadline: Optional[float]
+
+    def authenticate_by_user_name(self, user_name: str, terminal_name_extra: str,
+                                  action_name: Optional[str] = None,
+                                  **kwargs: Any) -> AuthenticationStatus: ...
+
+    def get_authentication_status(self, authentication_request_id: str,
+                                  long_poll: Optional[float] = None) -> AuthenticationStatus: ...
+
+    def authenticate_with_otp(self, authentication_request_id: str,
+                              otp: str) -> AuthenticationStatus: ...
+
+    def create_user_terminal(self, user_name: str, terminal_name: str,
+                             requester_terminal_id: str) -> TerminalStatus: ...
+
+    def pair(self, pairing_phrase: str, user_name: str) -> PairingStatus: ...
+
+    def get_pairing_status(self, pairing_id: str,
+                           long_poll: Optional[float] = None) -> PairingStatus: ...
+
+    def find_user_by_name(self, user_name: str) -> UserStatus: ...
+
+    def set_toopher_enabled_for_user(self, user_name: str, enabled: bool) -> UserStatus: ...
+
+    def reset_user(self, user_name: str) -> object: ...
+
+    def close(self) -> None: ...
+
+
 class SystemClock:
     def now(self) -> float:
         return time.monotonic()
@@ -133,10 +178,10 @@ class SystemClock:
         time.sleep(seconds)
 
 
-ApiFactory = Callable[[Config], Any]
+ApiFactory = Callable[[Config], ToopherClient]
 
 
-def default_api_factory(config: Config) -> Any:
+def default_api_factory(config: Config) -> ToopherClient:
     """The real client; imported here, not at the top, to keep skips cheap."""
     from pam_toopher.api import ToopherApi
 
@@ -190,9 +235,6 @@ def decide(request: LoginRequest, config: Config, conversation: Conversation,
     if not needs_second_factor(config, account):
         return Decision(Outcome.SKIPPED, "the users/groups policy does not require 2FA")
 
-    # Only now pay for the HTTP stack.
-    from pam_toopher import api as toopher
-
     deadline = clock.now() + config.auth_timeout
     client = api_factory(config)
     # The last call may start just before the wait ends; it gets one HTTP
@@ -203,16 +245,21 @@ def decide(request: LoginRequest, config: Config, conversation: Conversation,
         return session.second_factor()
     except Interrupted:
         return Decision(Outcome.ABORTED, ABORTED_REASON, session.request_id)
-    except toopher.ToopherTLSError as exc:
+    except ToopherTLSError as exc:
         return Decision(Outcome.TLS_ERROR, str(exc), session.request_id)
-    except toopher.DeadlineExceededError as exc:  # our own limit, not an outage
+    except DeadlineExceededError as exc:  # our own limit, not an outage
         return Decision(Outcome.TIMEOUT, str(exc), session.request_id)
-    except toopher.ToopherUnavailableError as exc:
+    except ToopherUnavailableError as exc:  # the only category failmode applies to
         outcome = Outcome.FAILED_OPEN if config.failmode == "safe" else Outcome.UNAVAILABLE
         return Decision(outcome, str(exc), session.request_id)
-    except toopher.ToopherApiError as exc:  # 401, 403, 4xx, malformed answers
-        return Decision(refusal_outcome(exc.error_code) or Outcome.API_ERROR, str(exc),
-                        session.request_id)
+    except OtpLockedError as exc:  # a limit denies whatever failmode says
+        return Decision(Outcome.OTP_LOCKED, str(exc), session.request_id,
+                        retry_after=exc.retry_after)
+    except PushLimitedError as exc:
+        return Decision(Outcome.RATE_LIMITED, str(exc), session.request_id,
+                        retry_after=exc.retry_after)
+    except ToopherApiError as exc:  # other refusals (401, 4xx), malformed, answer lost
+        return Decision(Outcome.API_ERROR, str(exc), session.request_id)
     finally:
         client.close()
 
@@ -225,7 +272,7 @@ class _Session:
     """
 
     def __init__(self, request: LoginRequest, config: Config, conversation: Conversation,
-                 client: Any, clock: Clock, deadline: float,
+                 client: ToopherClient, clock: Clock, deadline: float,
                  debug: Optional[Callable[[str], None]]):
         self.request, self.config, self.conversation = request, config, conversation
         self.client, self.clock, self.deadline = client, clock, deadline
@@ -233,27 +280,23 @@ class _Session:
         self.request_id: Optional[str] = None
 
     def second_factor(self) -> Decision:
-        from pam_toopher import api as toopher
-
         try:
             status = self.start_authentication()
-        except toopher.UserDisabledError:
+        except UserDisabledError:
             return Decision(Outcome.DISABLED, "Toopher is disabled for this user")
-        except (toopher.UserUnknownError, toopher.PairingDeactivatedError) as exc:
+        except (UserUnknownError, PairingDeactivatedError) as exc:
             refusal = self.handle_unpaired(exc)
             if refusal is not None:
                 return refusal
             status = self.start_authentication()
         return self.await_answer(status)
 
-    def start_authentication(self) -> Any:
+    def start_authentication(self) -> AuthenticationStatus:
         """Send the push; a host the user has never logged in to from is
         registered as a terminal first (706), once."""
-        from pam_toopher import api as toopher
-
         try:
             status = self._initiate()
-        except toopher.TerminalUnknownError:
+        except TerminalUnknownError:
             self.debug(f"registering terminal {self.config.terminal_id!r} "
                        f"for {self.request.user!r}")
             self.client.create_user_terminal(self.request.user, self.config.terminal_name,
@@ -263,7 +306,7 @@ class _Session:
         self.debug(f"push sent: request {status.id}, pending={status.pending}")
         return status
 
-    def _initiate(self) -> Any:
+    def _initiate(self) -> AuthenticationStatus:
         return self.client.authenticate_by_user_name(
             self.request.user, self.config.terminal_id,
             action_name=describe_action(self.config, self.request),
@@ -282,18 +325,13 @@ class _Session:
         return self.pair_inline()
 
     def pair_inline(self) -> Optional[Decision]:
-        from pam_toopher import api as toopher
-
         phrase = self.ask("Toopher: you are not paired yet. Enter the pairing phrase shown "
                           "in the Toopher app (or just press Enter to cancel): ")
         if not phrase:
             return Decision(Outcome.UNPAIRED_DENIED, "no pairing phrase given")
         try:
             pairing = self.client.pair(phrase, self.request.user)
-        except (toopher.ToopherUnavailableError, toopher.ToopherTLSError,
-                toopher.MalformedResponseError, toopher.DeadlineExceededError):
-            raise
-        except toopher.ToopherApiError as exc:  # the service refused this phrase
+        except ToopherRefusedError as exc:  # the service refused this phrase
             return Decision(Outcome.PAIRING_FAILED, f"pairing refused: {exc}")
         self.announce("accept the pairing on your phone")
         pairing = wait_until_answered(
@@ -369,25 +407,11 @@ class _Session:
 
 # -------------------------------------------------- small decisions, pure
 
-# The service's limits (docs/server.md): 4xx answers with these codes, never
-# 429/5xx, so that they deny instead of counting as an outage.
-OTP_LOCKED_CODE = 790
-PUSH_LIMITED_CODE = 791
-_REFUSALS = {OTP_LOCKED_CODE: Outcome.OTP_LOCKED, PUSH_LIMITED_CODE: Outcome.RATE_LIMITED}
-
-
-def refusal_outcome(error_code: Optional[int]) -> Optional[Outcome]:
-    """The outcome of a 4xx answer that is one of the service's limits, if it is one."""
-    return _REFUSALS.get(error_code) if error_code is not None else None
-
-
-def retry_wait(reason: str) -> str:
-    """When to try again, for the user: "in N min" from the service's
-    "...; try again in S s", else "later"."""
-    match = re.search(r"try again in (\d{1,9}) s\b", reason)
-    if match is None:
+def retry_wait(seconds: Optional[int]) -> str:
+    """When to try again, for the user: "in N min" (rounded up), else "later"."""
+    if seconds is None:
         return "later"
-    return f"in {max(1, -(-int(match.group(1)) // 60))} min"  # minutes, rounded up
+    return f"in {max(1, -(-seconds // 60))} min"
 
 
 def is_otp(answer: str) -> bool:
@@ -452,7 +476,12 @@ def describe_action(config: Config, request: LoginRequest) -> str:
     return sanitize(" ".join(text.split()), MAX_ACTION_LENGTH)
 
 
-T = TypeVar("T")
+class _Answer(Protocol):
+    @property
+    def pending(self) -> bool: ...
+
+
+T = TypeVar("T", bound=_Answer)
 
 
 def wait_until_answered(fetch: Callable[[Optional[float]], T], deadline: float,
@@ -462,16 +491,16 @@ def wait_until_answered(fetch: Callable[[Optional[float]], T], deadline: float,
 
     The first call goes out at once (the phone may have answered while the
     user read the prompt).  Each call asks the server to hold a pending answer
-    for up to MAX_LONG_POLL s but never past the deadline; a server that
+    for up to LONG_POLL_PER_CALL s but never past the deadline; a server that
     answers sooner than asked while still pending is polled at most once per
-    POLL_INTERVAL.  ``on_poll(remaining)`` lets a terminal show progress.
+    MIN_POLL_INTERVAL.  ``on_poll(remaining)`` lets a terminal show progress.
     """
     while True:
         remaining = deadline - clock.now()
-        asked = min(MAX_LONG_POLL, remaining) if remaining > 0 else None
+        asked = min(LONG_POLL_PER_CALL, remaining) if remaining > 0 else None
         sent_at = clock.now()
         status = fetch(asked)
-        if not getattr(status, "pending"):
+        if not status.pending:
             return status
         now = clock.now()
         if now >= deadline:
@@ -479,8 +508,8 @@ def wait_until_answered(fetch: Callable[[Optional[float]], T], deadline: float,
         if on_poll is not None:
             on_poll(deadline - now)
         took = now - sent_at
-        if took < POLL_INTERVAL:
-            clock.sleep(min(POLL_INTERVAL - took, deadline - now))
+        if took < MIN_POLL_INTERVAL:
+            clock.sleep(min(MIN_POLL_INTERVAL - took, deadline - now))
 
 
 # ------------------------------------------------------- telling, logging
@@ -518,7 +547,7 @@ def _tell_outcome(conversation: Conversation, decision: Decision) -> None:
     if decision.outcome is Outcome.DENIED and decision.reason not in ("", "denied"):
         message = f"{message[:-1]}: {sanitize(decision.reason, 120)}"
     if decision.outcome in (Outcome.OTP_LOCKED, Outcome.RATE_LIMITED):
-        message = message.format(wait=retry_wait(decision.reason))
+        message = message.format(wait=retry_wait(decision.retry_after))
     try:
         conversation.error(message)
     except Exception:  # the user may be gone; the decision stands regardless

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import signal
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, ContextManager, Iterator, List, NamedTuple, Optional
 
 from pam_toopher.audit import LOG_DEBUG, LOG_ERR, AuditTrail, format_fields, write_syslog
 from pam_toopher.config import DEFAULT_PATH
@@ -264,9 +264,11 @@ def _authenticate(pamh: Any, argv: List[str]) -> int:
     if arguments.debug:
         audit.note(LOG_DEBUG, f"debug: authenticating user={sanitize(user)} "
                               f"service={sanitize(service)} config={arguments.config_path}")
+    interruptible: Callable[[], ContextManager[Any]] = nullcontext
+    if _is_sudo(service):
+        interruptible = ctrl_c_cancels
     decision = run(request, PamConversation(pamh), config_path=arguments.config_path,
-                   audit=audit, debug=arguments.debug,
-                   interruptible=ctrl_c_cancels if _is_sudo(service) else nullcontext)
+                   audit=audit, debug=arguments.debug, interruptible=interruptible)
     return getattr(pamh, PAM_RESULT_NAMES[decision.outcome])
 
 

@@ -19,7 +19,8 @@ import requests
 import pam_toopher as toopher
 from pam_toopher.api import (MAX_RESPONSE_BYTES, DeadlineExceededError, MalformedResponseError,
                              PairingDeactivatedError,
-                             TerminalUnknownError, ToopherApi, ToopherApiError, ToopherTLSError,
+                             TerminalUnknownError, ToopherApi, ToopherApiError, ToopherRefusedError,
+                             ToopherTLSError,
                              ToopherUnavailableError, UserDisabledError, UserUnknownError,
                              oauth1_signer)
 from tests.support.scripted_http import KEY, SECRET, Answer, ScriptedServer
@@ -189,7 +190,7 @@ def test_ids_cannot_change_the_request_path():
     (601, "Something else.", PairingDeactivatedError),
     (600, "Pairing has been deactivated", PairingDeactivatedError),
     (600, "PAIRING HAS NOT BEEN AUTHORIZED", PairingDeactivatedError),
-    (600, "Another problem.", ToopherApiError),
+    (600, "Another problem.", ToopherRefusedError),   # the category, never the root
 ])
 def test_error_codes_map_to_their_exceptions(code, message, error_class):
     with serve(Answer(409, {"error_code": code, "error_message": message})) as server:
@@ -593,7 +594,7 @@ def test_the_watchdog_thread_takes_no_signal_from_the_host():
     that could receive it would leave the waiting thread blocked in recv."""
     import signal
 
-    from pam_toopher.api import _Watch
+    from pam_toopher.transport import _Watch
     unblocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
     try:
         watch = _Watch(30)

@@ -11,7 +11,7 @@ import pytest
 from pam_toopher import api as toopher
 from pam_toopher.audit import LOG_ERR, LOG_INFO, LOG_WARNING, AuditTrail
 from pam_toopher.config import Config, ConfigError, Secret
-from pam_toopher.flow import (MAX_LONG_POLL, Account, LoginRequest, Outcome,
+from pam_toopher.flow import (LONG_POLL_PER_CALL, Account, LoginRequest, Outcome,
                               describe_action, needs_second_factor, run,
                               wait_until_answered)
 from tests.conftest import REPO_ROOT
@@ -176,7 +176,7 @@ def test_timeout_with_long_polls_that_never_pass_the_deadline():
     assert decision.outcome is Outcome.TIMEOUT
     assert world.clock.now() - started == pytest.approx(25.0)
     polls = [c[2] for c in world.api.calls if c[0] == "get_authentication_status"]
-    assert polls == [MAX_LONG_POLL, MAX_LONG_POLL, 5.0]
+    assert polls == [LONG_POLL_PER_CALL, LONG_POLL_PER_CALL, 5.0]
     assert "no answer from your phone" in world.person.texts()
 
 

@@ -5,13 +5,16 @@ with, so the storage layer can say *what* went wrong and the HTTP layer only
 has to serialise it.
 """
 
+from typing import Optional
+
 
 class ServerError(Exception):
     """Root of every error the server, phone simulator and CLI report."""
 
     status = 400
 
-    def __init__(self, message: str, *, status: int = None, code: int = None):
+    def __init__(self, message: str, *, status: Optional[int] = None,
+                 code: Optional[int] = None):
         super().__init__(message)
         self.message = message
         if status is not None:

@@ -323,7 +323,7 @@ class Store:
         with self._tx() as db:
             if via == "phrase":
                 used = db.execute("UPDATE phrases SET used = 1 WHERE phrase = ? AND used = 0",
-                                  (phrase.strip().lower(),))
+                                  ((phrase or "").strip().lower(),))
                 if used.rowcount != 1:
                     raise BadRequest("Invalid or already used pairing phrase")
             user = self._ensure_user(db, requester_id, user_name)
@@ -340,7 +340,8 @@ class Store:
 
     def _due(self, object_id: Optional[str]) -> Tuple[str, list]:
         """WHERE clause and arguments of pending objects whose rule answer is due."""
-        where, args = "pending = 1 AND auto_at IS NOT NULL AND auto_at <= ?", [self.clock()]
+        where = "pending = 1 AND auto_at IS NOT NULL AND auto_at <= ?"
+        args: list = [self.clock()]
         if object_id is not None:
             where, args = where + " AND id = ?", args + [object_id]
         return where, args

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, replace
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 from pam_toopher import api as toopher
+from pam_toopher.config import Config
 
 
 class FakeClock:
@@ -160,7 +161,7 @@ class FakeToopher:
     def pair(self, pairing_phrase, user_name):
         self._record("pair", pairing_phrase, user_name)
         if pairing_phrase != "correct horse":
-            raise toopher.ToopherApiError("unknown pairing phrase", status=400, error_code=400)
+            raise toopher.ToopherRefusedError("unknown pairing phrase", status=400, error_code=400)
         self._pairing_id = next(_ids)
         return self._pairing_status(pending=True, enabled=False)
 
@@ -197,12 +198,13 @@ class FakeToopher:
     # -- the phone
 
     def _answer_time(self) -> Optional[float]:
-        if self.phone == "never":
+        if self.phone == "never" or self._pushed_at is None:
             return None
         return self._pushed_at + self.answer_after
 
     def _status(self) -> toopher.AuthenticationStatus:
         request_id = self._request_id
+        assert request_id is not None, "no push was sent"
         answer_at = self._answer_time()
         if answer_at is None or self.clock.now() < answer_at:
             return _auth_status(request_id, True, False)
@@ -210,13 +212,20 @@ class FakeToopher:
                             self.automated)
 
     def _pairing_status(self, pending: bool, enabled: bool) -> toopher.PairingStatus:
+        assert self._pairing_id is not None, "no pairing was started"
         return toopher.PairingStatus(self._pairing_id, enabled, pending, "u1", "alice", {})
 
 
-def factory_for(fake: FakeToopher) -> Callable:
+class _Factory:
+    def __init__(self, fake: FakeToopher):
+        self.fake = fake
+        self.config: Optional[Config] = None
+
+    def __call__(self, config: Config) -> FakeToopher:
+        self.config = config
+        return self.fake
+
+
+def factory_for(fake: FakeToopher) -> _Factory:
     """An api_factory that hands out ``fake`` and remembers the config it got."""
-    def make(config):
-        make.config = config
-        return fake
-    make.config = None
-    return make
+    return _Factory(fake)

@@ -8,6 +8,7 @@ signature check and recorded, so a test can also assert what was sent.
 import json
 import socket
 import ssl
+import struct
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +43,11 @@ class Answer:
     trickle: Optional[Tuple[int, float]] = None
     # The same for the status line and headers.
     trickle_headers: Optional[Tuple[int, float]] = None
+    # Close the connection without answering, as a server closing an idle
+    # keep-alive connection does when the next request arrives on it.
+    drop: bool = False
+    # After answering, reset the kept-alive connection (RST, not FIN).
+    reset_after: bool = False
 
     def encoded(self) -> bytes:
         if isinstance(self.body, bytes):
@@ -91,6 +97,10 @@ class ScriptedServer:
                 answer = outer.script(received)
                 if answer.delay and outer.stopping.wait(answer.delay):
                     return
+                if answer.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 body = answer.encoded()
                 try:
                     self.send_response(answer.status)
@@ -120,6 +130,13 @@ class ScriptedServer:
                         self.close_connection = True
                     else:
                         self.wfile.write(body)
+                    if answer.reset_after:
+                        self.wfile.flush()
+                        self.close_connection = True
+                        # SO_LINGER 0: close() sends RST instead of FIN.
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                   struct.pack("ii", 1, 0))
+                        self.connection.close()
                 except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
                     self.close_connection = True
 
