@@ -21,6 +21,7 @@ The file's own owner and mode are the caller's to check, with
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -116,7 +117,7 @@ def open_parent(path: str, owners: frozenset[int] = ROOT_ONLY) -> tuple[TrustedD
             except FileNotFoundError:
                 if not names:
                     break  # the file itself may be created by the caller
-                raise UntrustedPathError(f"{shown}: no such directory") from None
+                raise FileNotFoundError(errno.ENOENT, "no such directory", shown) from None
             info = os.fstat(fd)
             if stat.S_ISLNK(info.st_mode):
                 try:

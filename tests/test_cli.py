@@ -174,13 +174,14 @@ def test_terminal_conversation_sanitizes_what_it_shows():
 
 @pytest.fixture(scope="module")
 def srv():
-    with RunningServer() as server:
+    with RunningServer(tls=True) as server:  # the module's config refuses impersonable http
         yield server
 
 
 def _config_file(tmp_path, server, secret=None):
     text = config_text(dict(api_url=server.url, consumer_key=server.key,
-                            consumer_secret=secret or server.secret))
+                            consumer_secret=secret or server.secret,
+                            ca_bundle=server.ca_cert_path))
     return str(write_private_file(tmp_path / "toopher.conf", text))
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.pam import PamService, toopher_line, unique_name
 from tests.support.sshd import TestSshd
-from tests.test_pam import pair, settings
+from tests.test_pam import pair, settings, srv  # noqa: F401 (srv: the https server fixture)
 
 AUTH_TIMEOUT = 3
 LOGIN_GRACE_TIME = 20
