@@ -42,6 +42,7 @@ RETRY_BUDGET = 3.0
 MAX_ACTION_LENGTH = 200
 OTP_LENGTH = 6
 ABORTED_REASON = "cancelled with Ctrl-C"
+UNRECORDED_REASON = "the decision could be recorded neither in syslog nor in the audit file"
 
 
 class Outcome(enum.Enum):
@@ -147,7 +148,7 @@ def run(request: LoginRequest, conversation: Conversation, *, config_path: str,
         clock: Clock = SystemClock(),
         load: Callable[[str], Config] = load_config, debug: bool = False,
         interruptible: Callable[[], ContextManager[Any]] = nullcontext) -> Decision:
-    """Load the config, decide, tell the user, record exactly one audit line.
+    """Load the config, decide, record exactly one audit line, tell the user.
     ``debug`` (the PAM argument) adds debug lines like the config's ``debug``.
     Inside ``interruptible()`` (the decision only, not telling and recording)
     the hook may raise :class:`Interrupted`; the login is then refused."""
@@ -168,10 +169,14 @@ def run(request: LoginRequest, conversation: Conversation, *, config_path: str,
         decision = Decision(Outcome.INTERNAL_ERROR, f"unexpected {type(exc).__name__}",
                             details=tuple(traceback.format_exc().splitlines()))
     decision = replace(decision, elapsed=clock.now() - started)
+    recorded = audit.record(_SEVERITY.get(decision.outcome, LOG_NOTICE),
+                            format_fields(audit_fields(request, decision)), decision.details,
+                            path=config.audit_log if config else None)
+    if not recorded and decision.outcome in (Outcome.GRANTED, Outcome.FAILED_OPEN):
+        # Neither syslog nor the audit file took the line (a caller's limits, a
+        # full disk, no daemon): a way in that leaves no trace is refused.
+        decision = replace(decision, outcome=Outcome.INTERNAL_ERROR, reason=UNRECORDED_REASON)
     _tell_outcome(conversation, decision)
-    audit.record(_SEVERITY.get(decision.outcome, LOG_NOTICE),
-                 format_fields(audit_fields(request, decision)), decision.details,
-                 path=config.audit_log if config else None)
     return decision
 
 

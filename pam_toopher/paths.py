@@ -155,6 +155,9 @@ def open_trusted(path: str, flags: int, mode: int = 0o600,
     rule of :func:`check_entry` is applied; the file's mode is the caller's."""
     parent, name = open_parent(path, owners)
     try:
+        if writable_by_others(parent.info) and not parent.info.st_mode & stat.S_ISVTX:
+            # Refused whatever the entry: say so before creating anything there.
+            check_entry(parent, parent.info, path, frozenset())
         fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=parent.fd)
         try:
             info = os.fstat(fd)
