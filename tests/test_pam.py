@@ -15,24 +15,15 @@ import socket
 import pytest
 
 from pam_toopher.api import ToopherApi
-from tests.conftest import require_root
 from tests.support.pam import toopher_line, toopher_only
-from tests.support.server import RunningServer
 
 AUTH_TIMEOUT = 3
 
 
 pytestmark = pytest.mark.usefixtures("root_only")
-
-
-@pytest.fixture(scope="module")
-def srv():
-    """The server as the module must meet it: over https, verified with the
-    CA that toopher-server make-cert made (plain http to a port any local
-    user can bind is refused: issue 14).  test_sudo and test_sshd import it."""
-    require_root()
-    with RunningServer(tls=True) as server:
-        yield server
+# srv (tests/conftest.py) over https, verified with the CA toopher-server
+# make-cert made: plain http to a port any local user can bind is refused.
+SERVER_TLS = True
 
 
 def settings(server, **options):

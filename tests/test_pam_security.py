@@ -1,17 +1,18 @@
 """Issue 14's module-side findings, each through the real PAM library
 (pamtester) or the real sudo, with an unprivileged local user as attacker."""
 
-import os
 import socket
 import subprocess
+import time
 
 import pytest
 
 from tests.support.impostor import Impostor
 from tests.support.server import RunningServer
-from tests.test_pam import ready, settings, srv  # noqa: F401 (srv: the https server fixture)
+from tests.test_pam import ready, settings
 
 pytestmark = pytest.mark.usefixtures("root_only")
+SERVER_TLS = True  # srv (tests/conftest.py) over https
 
 
 def free_port(family=socket.AF_INET, host="127.0.0.1", below=None):
@@ -74,7 +75,9 @@ def test_the_impostor_would_grant_to_a_module_that_believed_it(scene, srv):
 
 
 def test_plain_http_to_a_port_only_root_can_bind_is_accepted(scene, tmp_path):
-    start = int(open("/proc/sys/net/ipv4/ip_unprivileged_port_start").read())
+    from pam_toopher.config import unprivileged_port_start
+
+    start = unprivileged_port_start()
     with RunningServer() as plain:  # started once to make its requester, then moved
         plain.stop()
         plain.port = free_port(below=start)
@@ -84,3 +87,111 @@ def test_plain_http_to_a_port_only_root_can_bind_is_accepted(scene, tmp_path):
         result = scene.pamtester([scene.user.password, ""])
     assert result.ok, result
     assert scene.audit()["outcome"] == "granted"
+
+
+# --------------------------------------- items 6 and 7: the audit file in sudo
+
+def spawn_sudo_with(srv, scene, command, prefix=(), shell_setup="", timeout=30):
+    """The phone set to approve, then sudo -k -S COMMAND as the scene's user
+    on a pty, after ``shell_setup``
+    (e.g. ``ulimit -f 0``) run as that user, optionally under ``prefix``
+    (the mount namespace in which /dev/log is the test's socket)."""
+    import pwd
+
+    import pexpect
+
+    srv.phone.set_rule(scene.user.name, "approve", delay=0.2)
+    entry = pwd.getpwnam(scene.user.name)
+    argv = [*prefix, "setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
+            "--clear-groups", "--", "/bin/sh", "-c", f'{shell_setup or ":"}; exec "$@"', "sh",
+            "/usr/bin/sudo", "-k", "-S", *command]
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/", "USER": scene.user.name,
+           "LOGNAME": scene.user.name, "LC_ALL": "C", "TERM": "dumb"}
+    child = pexpect.spawn(argv[0], argv[1:], env=env, cwd="/", encoding="utf-8",
+                          timeout=timeout)
+    child.expect(r"\[sudo\] password for \w+: ")
+    child.sendline(scene.user.password)
+    return child
+
+
+def finish(child, bound=15):
+    import pexpect
+
+    started = time.monotonic()
+    child.expect(pexpect.EOF, timeout=bound)  # a hang fails here, bounded
+    child.close()
+    return child.before, child.exitstatus, time.monotonic() - started
+
+
+def syslog_lines(sock, user):
+    from tests.test_syslog import PACKET, receive_all
+
+    return [PACKET.fullmatch(p).group(3) for p in receive_all(sock)
+            if "pam_toopher[" in p and (f"user={user} " in p or "audit file" in p)]
+
+
+@pytest.fixture
+def shared_directory():
+    """A world-writable sticky directory that any local user can reach (like /tmp)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="tphr-shared-", dir="/tmp"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_a_fifo_planted_as_the_audit_file_does_not_hang_sudo(scene, srv, tmp_path,
+                                                             shared_directory):
+    """A user's mkfifo where the audit file goes (a world-writable directory):
+    sudo ends at once, and syslog says what was decided and why the file was not."""
+    from tests.test_sudo import sudo_scene
+    from tests.test_syslog import listening_on_dev_log
+
+    fifo = shared_directory / "audit.log"
+    subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                    "mkfifo", "-m", "0666", str(fifo)], check=True)
+    with sudo_scene(scene, srv, audit_log=fifo, otp_fallback=False), \
+            listening_on_dev_log(tmp_path) as (sock, prefix):
+        child = spawn_sudo_with(srv, scene, ["/usr/bin/id", "-u"], prefix)
+        output, status, took = finish(child)
+        lines = syslog_lines(sock, scene.user.name)
+    assert status == 0 and output.strip().splitlines()[-1] == "0", output
+    assert took < 10
+    assert any(line.startswith("outcome=granted ") for line in lines), lines
+    assert f"audit file {fifo} not written: it is a FIFO, not a regular file" in lines, lines
+
+
+def test_ulimit_f_0_before_sudo_is_recorded_or_refused(scene, srv, tmp_path):
+    """``ulimit -f 0`` lowers the hard limit too.  Root with CAP_SYS_RESOURCE
+    lifts it and writes the file; without it the line goes to syslog, and with
+    no syslog either the approval is refused: nothing unrecorded gets in."""
+    from tests.test_audit import may_raise_hard_limits
+    from tests.test_sudo import sudo_scene
+    from tests.test_syslog import listening_on_dev_log
+
+    with sudo_scene(scene, srv, otp_fallback=False):
+        with listening_on_dev_log(tmp_path) as (sock, prefix):
+            child = spawn_sudo_with(srv, scene, ["/usr/bin/id", "-u"], prefix, "ulimit -f 0")
+            output, status, _took = finish(child)
+            lines = syslog_lines(sock, scene.user.name)
+        assert status == 0 and output.strip().splitlines()[-1] == "0", output
+        assert any(line.startswith("outcome=granted ") for line in lines), lines
+        if may_raise_hard_limits():
+            assert scene.audit()["outcome"] == "granted"
+            return
+        assert not scene.audit_path.exists() or scene.audit_path.read_text() == ""
+        assert any("file size limit (0 bytes, ulimit -f) could not be lifted" in line
+                   for line in lines), lines
+
+        # Nowhere to record it: no syslog socket at all (a private /dev/log nobody reads).
+        empty = tmp_path / "no-daemon"
+        empty.write_text("")
+        prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                  f'[ -e /dev/log ] && mount --bind {empty} /dev/log; exec "$@"', "sh"]
+        child = spawn_sudo_with(srv, scene, ["/usr/bin/id", "-u"], prefix, "ulimit -f 0")
+        output, status, _took = finish(child)
+    assert status != 0 and "Toopher: internal error" in output, output
+    assert not output.strip().endswith("0")

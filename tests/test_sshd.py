@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.pam import PamService, toopher_line, unique_name
 from tests.support.sshd import TestSshd
-from tests.test_pam import pair, settings, srv  # noqa: F401 (srv: the https server fixture)
+from tests.test_pam import pair, settings
 
 AUTH_TIMEOUT = 3
 LOGIN_GRACE_TIME = 20
@@ -26,6 +26,7 @@ PAM_FAIL_DELAY = 2  # pam_unix asks libpam to wait 2 s before reporting any fail
 
 
 pytestmark = pytest.mark.usefixtures("root_only")
+SERVER_TLS = True  # srv: the module believes only https (tests/conftest.py)
 
 
 def password_stack(scene):

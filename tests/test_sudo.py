@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.pam import PamService, toopher_line, unique_name
 from tests.support.sudo import SudoRule, spawn_sudo_as
-from tests.test_pam import pair, settings, srv  # noqa: F401 (srv: the https server fixture)
+from tests.test_pam import pair, settings
 
 AUTH_TIMEOUT = 3
 PAM_FAIL_DELAY = 2  # pam_unix delays every failed authentication by 2 s
@@ -23,6 +23,7 @@ COMMAND = ["/usr/bin/id", "-u"]
 
 
 pytestmark = pytest.mark.usefixtures("root_only")
+SERVER_TLS = True  # srv: the module believes only https (tests/conftest.py)
 
 
 def sudo_scene(scene, srv, passwd_tries=1, **options):
