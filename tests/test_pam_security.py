@@ -1,6 +1,7 @@
 """Issue 14's module-side findings, each through the real PAM library
 (pamtester) or the real sudo, with an unprivileged local user as attacker."""
 
+import os
 import socket
 import subprocess
 import time
@@ -195,3 +196,52 @@ def test_ulimit_f_0_before_sudo_is_recorded_or_refused(scene, srv, tmp_path):
         output, status, _took = finish(child)
     assert status != 0 and "Toopher: internal error" in output, output
     assert not output.strip().endswith("0")
+
+
+# ------------------------------- item 9: the config's directory and ca_bundle
+
+def as_nobody(*command):
+    subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command],
+                   check=True, capture_output=True)
+
+
+def test_a_config_swapped_in_an_open_directory_is_refused_not_failed_open(
+        scene, srv, shared_directory):
+    """/etc/security at 0777: a user renames another root-owned config (one
+    that says failmode = safe and names no reachable server) over the real one."""
+    from tests.support.pam import config_text, write_private_file
+
+    security = shared_directory / "security"
+    security.mkdir()
+    security.chmod(0o777)
+    config = security / "toopher.conf"
+    ready(scene, srv, rule="deny")
+    write_private_file(config, scene.config_path.read_text())
+    write_private_file(security / "toopher.conf.old", config_text(settings(
+        srv, failmode="safe", api_url=f"https://127.0.0.1:{free_port()}/v1")))
+    as_nobody("mv", str(security / "toopher.conf.old"), str(config))
+    scene.config_path = config
+    scene.install_service(args=[f"audit_log={scene.audit_path}"])
+    result = scene.pamtester([scene.user.password, ""])
+    assert result.failed_with("PAM_SERVICE_ERR"), result
+    audit = scene.audit()
+    assert audit["outcome"] == "config_error", audit
+    assert (f"{config}: refused: directory {security} is writable by group or others "
+            "(mode 0777)") in audit["reason"]
+
+
+def test_a_ca_bundle_a_user_can_write_is_refused(scene, srv):
+    """A ca_bundle that a user owns (mode 0666) could name the user's own CA."""
+    import shutil
+
+    bundle = scene.directory / "ca.pem"
+    shutil.copy(srv.ca_cert_path, bundle)
+    bundle.chmod(0o666)
+    os.chown(bundle, 65534, 65534)
+    ready(scene, srv, rule="approve", ca_bundle=bundle)
+    scene.install_service(args=[f"audit_log={scene.audit_path}"])  # the config is refused
+    result = scene.pamtester([scene.user.password, ""])
+    assert result.failed_with("PAM_SERVICE_ERR"), result
+    audit = scene.audit()
+    assert audit["outcome"] == "config_error", audit
+    assert f"ca_bundle {bundle}: must be owned by root" in audit["reason"]
