@@ -89,6 +89,9 @@ class LoginRequest:
     rhost: Optional[str] = None
     tty: Optional[str] = None
     command: Optional[str] = None      # for sudo: the command line being authorized
+    # Why the request is refused before anything else (a user name that is
+    # not valid UTF-8: it cannot be the account it may look like).
+    refused: Optional[str] = None
     # True where info messages are held back until the next prompt (sshd):
     # the user then learns about the push only through a prompt.
     messages_deferred: bool = False
@@ -184,6 +187,8 @@ def decide(request: LoginRequest, config: Config, conversation: Conversation,
            api_factory: ApiFactory, clock: Clock,
            debug: Optional[Callable[[str], None]] = None) -> Decision:
     """Everything between "who is this" and the outcome."""
+    if request.refused:
+        return Decision(Outcome.USER_UNKNOWN, request.refused)
     account = lookup_account(request.user)
     if account is None:
         return Decision(Outcome.USER_UNKNOWN, "no such local account")
@@ -420,14 +425,15 @@ def describe_action(config: Config, request: LoginRequest) -> str:
         fields = {"service": request.service, "user": request.user,
                   "rhost": request.rhost or "", "tty": request.tty or "",
                   "command": request.command or "", "host": config.terminal_name}
-        text = config.action.format_map({k: sanitize(v, MAX_ACTION_LENGTH)
-                                         for k, v in fields.items()})
+        text = config.action.format_map(fields)
     else:
         text = f"{request.service}: {request.command}" if request.command \
             else f"{request.service} login"
         if request.rhost:
             text += f" from {request.rhost}"
-    return sanitize(" ".join(text.split()), MAX_ACTION_LENGTH)
+    # Shaped once, whole: nothing invisible, blank runs counted, and a long
+    # text keeps its end (the rest of a command, a host's domain) visible.
+    return sanitize(text, MAX_ACTION_LENGTH)
 
 
 T = TypeVar("T")

@@ -172,7 +172,7 @@ def test_terminal_conversation_sanitizes_what_it_shows():
     talk.info("hi\x1b[2J")
     talk.error("no\x07")
     assert talk.prompt_echo_on("code\x1b: ") is None  # end of input
-    assert out.getvalue() == "hi?[2J\ncode?: " and err.getvalue() == "no?\n"
+    assert out.getvalue() == "hi\\x1b[2J\ncode\\x1b: " and err.getvalue() == "no\\x07\n"
 
 
 # ------------------------------------------------- against the real server

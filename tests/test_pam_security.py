@@ -245,3 +245,116 @@ def test_a_ca_bundle_a_user_can_write_is_refused(scene, srv):
     audit = scene.audit()
     assert audit["outcome"] == "config_error", audit
     assert f"ca_bundle {bundle}: must be owned by root" in audit["reason"]
+
+
+# -------------------------- item 8: the command the phone shows is the command
+
+def action_of(srv, audit):
+    (name,), = srv.query("SELECT a.name FROM auth_requests r JOIN actions a "
+                         "ON a.id = r.action_id WHERE r.id = ?", audit["request"])
+    return name
+
+
+@pytest.mark.parametrize("filler, shown", [(" " * 160, " [160 spaces] "),
+                                           ("\u3164" * 10, "\\u3164" * 10),
+                                           ("\u2800\u200b\u202e", "\\u2800\\u200b\\u202e")])
+def test_the_phone_sees_what_follows_blank_filler_in_a_sudo_command(scene, srv, tmp_path,
+                                                                    filler, shown):
+    """``sudo /bin/sh -c "id -u<160 spaces>; touch X"`` showed ``... -c id -u
+    ...`` on the phone, and the touch ran as root once approved."""
+    import pexpect
+
+    from tests.support.pam import PamService, toopher_line, unique_name
+    from tests.support.sudo import SudoRule, spawn_sudo_as
+    from tests.test_pam import pair
+
+    marker = tmp_path / "touched"
+    pair(srv, scene.user.name)
+    srv.phone.set_rule(scene.user.name, "deny", delay=0.2)
+    scene.write_config(**settings(srv, otp_fallback=False))
+    scene.service = PamService(["auth requisite pam_unix.so",
+                                toopher_line(scene.shim, scene.config_path),
+                                "account required pam_unix.so"], name=f"sudo-{unique_name()}")
+    command = ["/bin/sh", "-c", f"id -u{filler}; touch {marker}"]
+    with SudoRule(scene.user.name, scene.service.name, ["/bin/sh"]):
+        child = spawn_sudo_as(scene.user.name, command)
+        child.expect(r"\[sudo\] password for \w+: ")
+        child.sendline(scene.user.password)
+        child.expect(pexpect.EOF, timeout=20)
+        child.close()
+    audit = scene.audit()
+    assert audit["outcome"] == "denied" and child.exitstatus != 0
+    action = action_of(srv, audit)
+    assert action == (f"{scene.service.name}: -k -S /bin/sh -c 'id -u{shown}; "
+                      f"touch {marker}'"), action
+    assert not marker.exists()
+
+
+def test_a_long_sudo_command_shows_its_beginning_and_its_end(scene, srv):
+    import pexpect
+
+    from pam_toopher.flow import MAX_ACTION_LENGTH
+    from tests.support.pam import PamService, toopher_line, unique_name
+    from tests.support.sudo import SudoRule, spawn_sudo_as
+    from tests.test_pam import pair
+
+    pair(srv, scene.user.name)
+    srv.phone.set_rule(scene.user.name, "deny", delay=0.2)
+    scene.write_config(**settings(srv, otp_fallback=False))
+    scene.service = PamService(["auth requisite pam_unix.so",
+                                toopher_line(scene.shim, scene.config_path),
+                                "account required pam_unix.so"], name=f"sudo-{unique_name()}")
+    with SudoRule(scene.user.name, scene.service.name, ["/usr/bin/id"]):
+        child = spawn_sudo_as(scene.user.name, ["/usr/bin/id", "-u" + "x" * 300, "--the-end"])
+        child.expect(r"\[sudo\] password for \w+: ")
+        child.sendline(scene.user.password)
+        child.expect(pexpect.EOF, timeout=20)
+        child.close()
+    action = action_of(srv, scene.audit())
+    assert len(action) == MAX_ACTION_LENGTH
+    assert action.startswith(f"{scene.service.name}: -k -S /usr/bin/id -uxxx")
+    assert "chars cut]..." in action and action.endswith("xxx --the-end"), action
+
+
+# ------------------------- item 10: PAM items that are not UTF-8, long host names
+
+def test_a_non_utf8_rhost_and_tty_are_recorded_escaped(scene, srv):
+    from tests.support.pam import run_pamtester
+
+    ready(scene, srv)
+    result = run_pamtester(scene.service.name, scene.user.name, [scene.user.password, ""],
+                           items={"rhost": "host-\udcff.example", "tty": "pts/\udcfe"})
+    assert result.ok, result
+    audit = scene.audit()
+    assert (audit["outcome"], audit["rhost"], audit["tty"]) == (
+        "granted", "host-\\xff.example", "pts/\\xfe")
+    assert action_of(srv, audit) == f"{scene.service.name} login from host-\\xff.example"
+
+
+def test_a_non_utf8_user_name_is_refused_and_recorded(scene, srv):
+    from tests.support.pam import PAM_MESSAGES, toopher_only
+
+    ready(scene, srv)
+    scene.install_service(toopher_only(scene.shim, scene.config_path))
+    # pamtester echoes the name: read its output without decoding it as UTF-8.
+    result = subprocess.run(["pamtester", "-v", scene.service.name, scene.user.name + "\udcff",
+                             "authenticate"], input=b"\n", capture_output=True, timeout=60,
+                            check=False)
+    assert result.returncode != 0, result
+    assert PAM_MESSAGES["PAM_USER_UNKNOWN"].encode() in result.stderr, result
+    audit = scene.audit()
+    assert audit["outcome"] == "user_unknown", audit
+    assert audit["user"] == scene.user.name + "\\xff"
+    assert audit["reason"] == "the user name is not valid UTF-8"
+
+
+def test_a_long_rhost_keeps_its_domain_on_the_phone(scene, srv):
+    rhost = "a" * 200 + ".attacker.example"  # 217 characters
+    ready(scene, srv)
+    result = scene.pamtester([scene.user.password, ""], rhost=rhost)
+    assert result.ok, result
+    audit = scene.audit()
+    assert audit["rhost"] == rhost  # the audit line has room for all of it
+    action = action_of(srv, audit)
+    assert action.startswith(f"{scene.service.name} login from aaa")
+    assert "chars cut]..." in action and action.endswith("aaa.attacker.example"), action
