@@ -56,8 +56,9 @@ def test_make_cert_refuses_bad_arguments(tmp_path, args, words):
 
 
 def test_the_client_believes_the_server_with_the_made_ca_only():
-    with RunningServer(tls=True) as server:  # serves make_certificates' certificate
-        with ToopherApi(server.key, server.secret, server.url,
-                        ca_bundle=server.ca_cert_path) as api:
-            with pytest.raises(UserUnknownError):
-                api.find_user_by_name("nobody-here")
+    # RunningServer(tls=True) serves the certificate make_certificates made.
+    with RunningServer(tls=True) as server, \
+            ToopherApi(server.key, server.secret, server.url,
+                       ca_bundle=server.ca_cert_path) as api, \
+            pytest.raises(UserUnknownError):
+        api.find_user_by_name("nobody-here")
