@@ -21,8 +21,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ServerError
+
+if TYPE_CHECKING:  # imported at run time by make-cert only
+    from cryptography import x509
 
 CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY = "ca.pem", "ca.key", "server.pem", "server.key"
 DEFAULT_DAYS = 825  # what browsers and most clients accept for a server certificate
@@ -36,12 +40,12 @@ class MadeCertificates:
     server_key: Path
 
 
-def subject_alt_names(names: Sequence[str]) -> list[object]:
+def subject_alt_names(names: Sequence[str]) -> list[x509.GeneralName]:
     """IP addresses as iPAddress entries (what clients match an IP URL
     against), everything else as a DNS name."""
     from cryptography import x509
 
-    entries: list[x509.IPAddress | x509.DNSName] = []
+    entries: list[x509.GeneralName] = []
     for name in names:
         try:
             entries.append(x509.IPAddress(ipaddress.ip_address(name.strip("[]"))))
