@@ -19,7 +19,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TextIO
 
-from pam_toopher.audit import AuditTrail
+from pam_toopher.audit import AuditTrail, audit_file_problem
 from pam_toopher.config import DEFAULT_PATH, Config, ConfigError, load_config
 from pam_toopher.errors import (ToopherApiError, ToopherRefusedError, ToopherTLSError,
                                 ToopherUnavailableError, UserUnknownError)
@@ -76,7 +76,15 @@ class TerminalConversation:
 
 def check(config: Config, api: ToopherClient, out: TextIO) -> None:
     """The config loaded (syntax, permissions); now one signed call."""
-    print(f"{config.path}: syntax and permissions OK", file=out)
+    # load_config refused anything another user could change (issue 14).
+    print(f"{config.path}: syntax and permissions (file and directories) OK", file=out)
+    if config.ca_bundle:
+        print(f"ca_bundle {config.ca_bundle}: permissions (file and directories) OK", file=out)
+    if config.audit_log:
+        problem = audit_file_problem(config.audit_log)
+        if problem:
+            print(f"warning: audit_log {config.audit_log} will not be written ({problem}); "
+                  "decisions go to syslog only", file=out)
     try:
         api.find_user_by_name(CHECK_USER)
     except UserUnknownError:

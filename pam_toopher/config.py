@@ -1,11 +1,12 @@
 """The module's configuration file: read it safely, validate every option.
 
-The file (default ``/etc/security/toopher.conf``) holds the consumer secret,
-so it must be owned by root and closed to group and others; the check is
-made with ``fstat`` on the descriptor that is then read, so the file cannot
-be swapped between check and use.  The format is a small INI dialect parsed
-here rather than by configparser, so every error names the file, the line
-and the key, and a ``%`` in a secret means nothing special::
+The file (default ``/etc/security/toopher.conf``) holds the consumer secret
+and says whom to believe, so it must be owned by root and closed to group
+and others, and so must every directory above it (pam_toopher.paths: like
+sshd's StrictModes); the checks are made with ``fstat`` on the descriptors
+walked and then read, so nothing can be swapped between check and use.
+The format is a small INI dialect parsed here rather than by configparser,
+so every error names the file, the line and the key, and a ``%`` in a secret means nothing special::
 
     [toopher]
     # comment
@@ -23,9 +24,11 @@ import socket
 import stat
 import string
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, Optional, Tuple
 from urllib.parse import urlsplit
 
+from pam_toopher.paths import (ROOT_ONLY, UntrustedPathError, open_trusted,
+                               writable_by_others)
 from pam_toopher.text import sanitize
 
 __all__ = ["ConfigError", "Config", "Secret", "DEFAULT_PATH", "load_config", "parse_config",
@@ -41,7 +44,8 @@ MAX_HTTP_TIMEOUT = 60.0
 MAX_FILE_BYTES = 64 * 1024
 # The names an ``action`` template may use; see ``flow.describe_action``.
 ACTION_FIELDS = frozenset({"service", "user", "rhost", "tty", "command", "host"})
-LOOPBACK_HOSTS = frozenset({"localhost"})
+UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+DEFAULT_UNPRIVILEGED_PORT_START = 1024
 
 
 class ConfigError(Exception):
@@ -162,23 +166,53 @@ def _api_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError("must be an https:// URL such as https://api.toopher.com/v1/")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise ValueError("must use https:// (plain http is allowed only for "
-                         "127.0.0.1, ::1 and localhost)")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValueError("must not contain credentials, a query or a fragment")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if parts.scheme == "http":
+        why = _impersonable_http(parts.hostname, port or 80)
+        if why:
+            raise ValueError(f"must use https:// (with ca_bundle for a private CA, see "
+                             f"toopher-server make-cert): plain http {why}")
     return value
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_HOSTS:
-        return True
+def _impersonable_http(host: str, port: int) -> Optional[str]:
+    """Why a local user could pose as the service at http://host:port, or
+    None when only root can listen there.
+
+    Plain http authenticates no one, so it is believed only where no other
+    local user can answer: a literal loopback address (a name such as
+    localhost resolves to 127.0.0.1 *and* ::1, and the user takes the one the
+    server does not hold) on a port below the kernel's unprivileged-port
+    start, which only root (CAP_NET_BIND_SERVICE) can bind.
+    """
     import ipaddress  # only http:// URLs get here
 
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        return (f"is accepted only to a literal loopback address (127.0.0.1 or [::1]), "
+                f"not to the name {sanitize(host, 80)}")
+    if not address.is_loopback:
+        return "is accepted only to 127.0.0.1 or [::1]"
+    start = unprivileged_port_start()
+    if port >= start:
+        return (f"to port {port} can be served by any local user (ports from {start} up "
+                f"are unprivileged, {UNPRIVILEGED_PORT_START}); use a port below {start}")
+    return None
+
+
+def unprivileged_port_start(path: Optional[str] = None) -> int:
+    """The first port an unprivileged process may bind (1024 by default)."""
+    try:
+        with open(path or UNPRIVILEGED_PORT_START) as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return DEFAULT_UNPRIVILEGED_PORT_START
 
 
 def _existing_path(value: str) -> str:
@@ -284,22 +318,27 @@ def parse_config(text: str, path: str) -> Config:
 
 
 def load_config(path: str = DEFAULT_PATH, *, require_root_owner: bool = True) -> Config:
-    """Open, check and parse the configuration file at ``path``.
+    """Open, check and parse the configuration file at ``path``, and check
+    the ``ca_bundle`` it names.
 
-    ``require_root_owner`` is for tests run as a normal user only; the module
-    and the admin command always require root ownership.
+    Both are reached only through directories no other user can change
+    (pam_toopher.paths); ``require_root_owner`` is for tests run as a normal
+    user only (their own files count as root's); the module and the admin
+    command always require root ownership.
     """
+    owners = ROOT_ONLY if require_root_owner else frozenset({0, os.geteuid()})
     try:
-        # O_NOFOLLOW: a symlink planted in place of the file is refused;
         # O_NONBLOCK: a FIFO planted there cannot hang the login.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd, info = open_trusted(path, os.O_RDONLY | os.O_NONBLOCK, owners=owners)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file (copy config/toopher.conf.example "
                           "there and fill in the credentials)") from None
+    except UntrustedPathError as exc:
+        raise ConfigError(f"{path}: refused: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot open: {exc.strerror}") from None
     try:
-        _check_file_is_private(os.fstat(fd), path, require_root_owner)
+        _check_file_is_private(info, path, owners)
         with os.fdopen(fd, "rb", closefd=False) as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
     finally:
@@ -311,13 +350,37 @@ def load_config(path: str = DEFAULT_PATH, *, require_root_owner: bool = True) ->
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}, line {line}: not valid UTF-8") from None
-    return parse_config(text, path)
+    config = parse_config(text, path)
+    if config.ca_bundle is not None:
+        check_ca_bundle(config.ca_bundle, owners)
+    return config
 
 
-def _check_file_is_private(info: os.stat_result, path: str, require_root_owner: bool) -> None:
+def check_ca_bundle(path: str, owners: FrozenSet[int] = ROOT_ONLY) -> None:
+    """The CA bundle decides which server is believed: whoever may change it
+    (or a directory above it) could make a certificate for a server of theirs."""
+    where = f"ca_bundle {path}"
+    try:
+        fd, info = open_trusted(path, os.O_RDONLY | os.O_NONBLOCK, owners=owners)
+        os.close(fd)
+    except UntrustedPathError as exc:
+        raise ConfigError(f"{where}: refused: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot open: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{where}: not a regular file")
+    if info.st_uid not in owners:
+        raise ConfigError(f"{where}: must be owned by root (it is owned by uid {info.st_uid}); "
+                          f"run: chown root:root {path}")
+    if writable_by_others(info):
+        raise ConfigError(f"{where}: must not be writable by group or others (mode is "
+                          f"{stat.S_IMODE(info.st_mode):04o}); run: chmod 644 {path}")
+
+
+def _check_file_is_private(info: os.stat_result, path: str, owners: FrozenSet[int]) -> None:
     if not stat.S_ISREG(info.st_mode):
         raise ConfigError(f"{path}: not a regular file")
-    if require_root_owner and info.st_uid != 0:
+    if info.st_uid not in owners:
         raise ConfigError(f"{path}: must be owned by root (it is owned by uid {info.st_uid}); "
                           f"run: chown root:root {path}")
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):

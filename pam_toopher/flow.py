@@ -53,6 +53,7 @@ RETRY_BUDGET = 3.0
 MAX_ACTION_LENGTH = 200
 OTP_LENGTH = 6
 ABORTED_REASON = "cancelled with Ctrl-C"
+UNRECORDED_REASON = "the decision could be recorded neither in syslog nor in the audit file"
 
 
 class Outcome(enum.Enum):
@@ -103,6 +104,9 @@ class LoginRequest:
     rhost: Optional[str] = None
     tty: Optional[str] = None
     command: Optional[str] = None      # for sudo: the command line being authorized
+    # Why the request is refused before anything else (a user name that is
+    # not valid UTF-8: it cannot be the account it may look like).
+    refused: Optional[str] = None
     # True where info messages are held back until the next prompt (sshd):
     # the user then learns about the push only through a prompt.
     messages_deferred: bool = False
@@ -197,7 +201,7 @@ def run(request: LoginRequest, conversation: Conversation, *, config_path: str,
         clock: Clock = SystemClock(),
         load: Callable[[str], Config] = load_config, debug: bool = False,
         interruptible: Callable[[], ContextManager[Any]] = nullcontext) -> Decision:
-    """Load the config, decide, tell the user, record exactly one audit line.
+    """Load the config, decide, record exactly one audit line, tell the user.
     ``debug`` (the PAM argument) adds debug lines like the config's ``debug``.
     Inside ``interruptible()`` (the decision only, not telling and recording)
     the hook may raise :class:`Interrupted`; the login is then refused."""
@@ -218,10 +222,14 @@ def run(request: LoginRequest, conversation: Conversation, *, config_path: str,
         decision = Decision(Outcome.INTERNAL_ERROR, f"unexpected {type(exc).__name__}",
                             details=tuple(traceback.format_exc().splitlines()))
     decision = replace(decision, elapsed=clock.now() - started)
+    recorded = audit.record(_SEVERITY.get(decision.outcome, LOG_NOTICE),
+                            format_fields(audit_fields(request, decision)), decision.details,
+                            path=config.audit_log if config else None)
+    if not recorded and decision.outcome in (Outcome.GRANTED, Outcome.FAILED_OPEN):
+        # Neither syslog nor the audit file took the line (a caller's limits, a
+        # full disk, no daemon): a way in that leaves no trace is refused.
+        decision = replace(decision, outcome=Outcome.INTERNAL_ERROR, reason=UNRECORDED_REASON)
     _tell_outcome(conversation, decision)
-    audit.record(_SEVERITY.get(decision.outcome, LOG_NOTICE),
-                 format_fields(audit_fields(request, decision)), decision.details,
-                 path=config.audit_log if config else None)
     return decision
 
 
@@ -229,6 +237,8 @@ def decide(request: LoginRequest, config: Config, conversation: Conversation,
            api_factory: ApiFactory, clock: Clock,
            debug: Optional[Callable[[str], None]] = None) -> Decision:
     """Everything between "who is this" and the outcome."""
+    if request.refused:
+        return Decision(Outcome.USER_UNKNOWN, request.refused)
     account = lookup_account(request.user)
     if account is None:
         return Decision(Outcome.USER_UNKNOWN, "no such local account")
@@ -466,14 +476,15 @@ def describe_action(config: Config, request: LoginRequest) -> str:
         fields = {"service": request.service, "user": request.user,
                   "rhost": request.rhost or "", "tty": request.tty or "",
                   "command": request.command or "", "host": config.terminal_name}
-        text = config.action.format_map({k: sanitize(v, MAX_ACTION_LENGTH)
-                                         for k, v in fields.items()})
+        text = config.action.format_map(fields)
     else:
         text = f"{request.service}: {request.command}" if request.command \
             else f"{request.service} login"
         if request.rhost:
             text += f" from {request.rhost}"
-    return sanitize(" ".join(text.split()), MAX_ACTION_LENGTH)
+    # Shaped once, whole: nothing invisible, blank runs counted, and a long
+    # text keeps its end (the rest of a command, a host's domain) visible.
+    return sanitize(text, MAX_ACTION_LENGTH)
 
 
 class _Answer(Protocol):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import signal
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, ContextManager, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, ContextManager, Iterator, List, NamedTuple, Optional, Tuple
 
 from pam_toopher.audit import LOG_DEBUG, LOG_ERR, AuditTrail, format_fields, write_syslog
 from pam_toopher.config import DEFAULT_PATH
@@ -56,7 +56,9 @@ PAM_RESULT_NAMES = {
 }
 
 SUDO_SERVICES = ("sudo", "sudo-i")
-MAX_COMMAND_LENGTH = 160
+# Linux's ARG_MAX bound on the argument strings is 2 MiB by default (a
+# quarter of the stack limit); a command longer than this is said to be.
+MAX_COMMAND_BYTES = 4 * 1024 * 1024
 
 
 class HookArguments(NamedTuple):
@@ -88,21 +90,38 @@ def parse_arguments(argv: List[str]) -> HookArguments:
 
 # --------------------------------------------------------- reading pamh
 
+def _escaped(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _read_item(pamh: Any, name: str) -> Tuple[Optional[str], bool]:
+    """A PAM item as text, and whether it was valid UTF-8.  pam_python raises
+    UnicodeDecodeError for other bytes; they are kept, escaped (``\\xff``),
+    so that the login is still decided and recorded with what PAM said."""
+    try:
+        value = getattr(pamh, name, None)
+    except UnicodeDecodeError as exc:
+        return _escaped(exc.object) or None, False
+    return (value if isinstance(value, str) and value else None), True
+
+
 def _item(pamh: Any, name: str) -> Optional[str]:
-    value = getattr(pamh, name, None)
-    return value if isinstance(value, str) and value else None
+    return _read_item(pamh, name)[0]
 
 
-def _user(pamh: Any, prompt: Optional[str] = None) -> Optional[str]:
-    """The user being authenticated; asked for (with libpam's default
-    prompt when ``prompt`` is None) only if no earlier module set it."""
-    user = _item(pamh, "user")
+def _user(pamh: Any, prompt: Optional[str] = None) -> Tuple[Optional[str], bool]:
+    """The user being authenticated (asked for, with libpam's default
+    prompt when ``prompt`` is None, only if no earlier module set it), and
+    whether the name was valid UTF-8."""
+    user, valid = _read_item(pamh, "user")
     if user is None:
         try:
             user = pamh.get_user(prompt)
+        except UnicodeDecodeError as exc:
+            return _escaped(exc.object) or None, False
         except Exception:  # pamh.exception: no user could be obtained
-            return None
-    return user if isinstance(user, str) and user else None
+            return None, True
+    return (user if isinstance(user, str) and user else None), valid
 
 
 def _process_name(path: str = "/proc/self/comm") -> str:
@@ -120,17 +139,25 @@ def _is_sudo(service: str) -> bool:
 
 
 def read_sudo_command(service: str, path: str = "/proc/self/cmdline") -> Optional[str]:
-    """The command line of the sudo process, for the phone to show.  sudo
+    """The command line of the sudo process, for the phone to show: all of
+    it, each word shell-quoted so that word boundaries show (the phone's text
+    is shaped, and cut in the middle if need be, by describe_action).  sudo
     does not put SUDO_COMMAND in the PAM environment during auth."""
     if not _is_sudo(service):
         return None
     try:
         with open(path, "rb") as handle:
-            raw = handle.read(4096)
+            raw = handle.read(MAX_COMMAND_BYTES + 1)
     except OSError:
         return None
-    words = [w.decode("utf-8", "replace") for w in raw.split(b"\0") if w]
-    return sanitize(" ".join(words[1:]), MAX_COMMAND_LENGTH) or None
+    truncated = len(raw) > MAX_COMMAND_BYTES
+    words = [_escaped(w) for w in raw[:MAX_COMMAND_BYTES].split(b"\0") if w]
+    if len(words) < 2:
+        return None
+    import shlex  # sudo only
+
+    command = shlex.join(words[1:])
+    return command + " [the rest is longer than the kernel allows]" if truncated else command
 
 
 def _info_held_back(service: str) -> bool:
@@ -250,7 +277,7 @@ def _authenticate(pamh: Any, argv: List[str]) -> int:
                                              ("reason", str(exc))]))
         return pamh.PAM_SERVICE_ERR
     service = _item(pamh, "service") or "unknown"
-    user = _user(pamh, prompt=None)
+    user, user_is_utf8 = _user(pamh, prompt=None)
     if user is None:
         write_syslog(LOG_ERR, format_fields([("outcome", Outcome.USER_UNKNOWN.value),
                                              ("service", service),
@@ -259,7 +286,8 @@ def _authenticate(pamh: Any, argv: List[str]) -> int:
     request = LoginRequest(
         user=user, service=service, rhost=_item(pamh, "rhost"), tty=_item(pamh, "tty"),
         command=read_sudo_command(service),
-        messages_deferred=_info_held_back(service))
+        messages_deferred=_info_held_back(service),
+        refused=None if user_is_utf8 else "the user name is not valid UTF-8")
     audit = AuditTrail(path=arguments.audit_log)
     if arguments.debug:
         audit.note(LOG_DEBUG, f"debug: authenticating user={sanitize(user)} "

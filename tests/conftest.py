@@ -56,9 +56,12 @@ def toopher_server():
 
 
 @pytest.fixture(scope="module")
-def srv():
-    """One server shared by a test module (use distinct user names per test)."""
-    with _running_server() as server:
+def srv(request):
+    """One server shared by a test module (use distinct user names per test).
+    Over https (verify with ca_cert_path) in a module that says
+    ``SERVER_TLS = True``: the module's config believes no http server a
+    local user could impersonate, so every test that drives it uses https."""
+    with _running_server(tls=getattr(request.module, "SERVER_TLS", False)) as server:
         yield server
 
 

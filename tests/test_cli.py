@@ -4,6 +4,7 @@ import io
 import os
 import pwd
 import subprocess
+from dataclasses import replace
 
 import pytest
 
@@ -47,7 +48,8 @@ def test_check_passes_when_the_service_knows_the_signature():
     run.fake.pairing = "unpaired"  # the dummy user is unknown: credentials worked
     run("check")
     assert run.code == 0, run.error
-    assert run.output == ("/etc/security/toopher.conf: syntax and permissions OK\n"
+    assert run.output == ("/etc/security/toopher.conf: syntax and permissions (file and "
+                          "directories) OK\n"
                           "https://api.example.com/v1/: credentials accepted\n")
     assert run.fake.calls == [("find_user_by_name", "toopher-pam-credentials-check")]
 
@@ -151,10 +153,13 @@ def test_status_enable_disable_reset():
     ("never", "123456", 0, "granted"),
     ("never", "000000", 1, "wrong_otp"),
 ])
-def test_the_test_command_runs_the_module_flow(phone, answer, code, outcome):
+def test_the_test_command_runs_the_module_flow(phone, answer, code, outcome, tmp_path):
     run = Run(stdin=answer + "\n")
     run.fake.phone = phone
-    run("test", ME, "--service", "sshd", "--rhost", "192.0.2.1")
+    # Recorded like a real login (a grant recorded nowhere is refused): in a file.
+    audited = replace(CONFIG, audit_log=str(tmp_path / "audit.log"))
+    run("test", ME, "--service", "sshd", "--rhost", "192.0.2.1", load=lambda path: audited)
+    assert f"outcome={outcome} " in (tmp_path / "audit.log").read_text()
     assert run.code == code
     assert f"outcome: {outcome} " in run.output
     assert "approve the request on your phone" in run.output
@@ -167,20 +172,21 @@ def test_terminal_conversation_sanitizes_what_it_shows():
     talk.info("hi\x1b[2J")
     talk.error("no\x07")
     assert talk.prompt_echo_on("code\x1b: ") is None  # end of input
-    assert out.getvalue() == "hi?[2J\ncode?: " and err.getvalue() == "no?\n"
+    assert out.getvalue() == "hi\\x1b[2J\ncode\\x1b: " and err.getvalue() == "no\\x07\n"
 
 
 # ------------------------------------------------- against the real server
 
 @pytest.fixture(scope="module")
 def srv():
-    with RunningServer() as server:
+    with RunningServer(tls=True) as server:  # the module's config refuses impersonable http
         yield server
 
 
-def _config_file(tmp_path, server, secret=None):
-    text = config_text(dict(api_url=server.url, consumer_key=server.key,
-                            consumer_secret=secret or server.secret))
+def _config_file(tmp_path, server, secret=None, **options):
+    text = config_text(dict(dict(api_url=server.url, consumer_key=server.key,
+                                 consumer_secret=secret or server.secret,
+                                 ca_bundle=server.ca_cert_path), **options))
     return str(write_private_file(tmp_path / "toopher.conf", text))
 
 
@@ -194,6 +200,27 @@ def test_check_against_the_real_server(tmp_path, srv):
                     stdout=run.out, stderr=run.err)
     assert run.code == 0, run.error
     assert run.output.endswith(": credentials accepted\n")
+
+
+def test_check_reports_the_ca_bundle_and_warns_about_an_unsafe_audit_file(tmp_path, srv):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    path = _config_file(tmp_path, srv, audit_log=shared / "audit.log")
+    run = Run()
+    run.code = main(["--config", path, "check"], load=_load, stdout=run.out, stderr=run.err)
+    assert run.code == 0, run.error
+    assert f"ca_bundle {srv.ca_cert_path}: permissions (file and directories) OK" in run.output
+    assert (f"warning: audit_log {shared}/audit.log will not be written (directory {shared} is "
+            "writable by group or others (mode 0777)") in run.output
+
+
+def test_check_refuses_an_impersonable_url(tmp_path, srv):
+    path = _config_file(tmp_path, srv, api_url="http://localhost:8765/v1")
+    run = Run()
+    run.code = main(["--config", path, "check"], load=_load, stdout=run.out, stderr=run.err)
+    assert run.code == 1 and run.output == ""
+    assert "key 'api_url' must use https://" in run.error and "localhost" in run.error
 
 
 def test_check_with_a_wrong_secret_against_the_real_server(tmp_path, srv):

@@ -93,21 +93,47 @@ def test_comments_and_blank_lines_are_ignored():
 
 
 @pytest.mark.parametrize("url", [
-    "http://127.0.0.1:8000/v1/", "http://localhost/v1", "http://[::1]:9/v1",
-    "https://api.toopher.com/v1/"])
+    "http://127.0.0.1:800/v1/", "http://127.0.0.1/v1", "http://[::1]:9/v1",
+    "https://api.toopher.com/v1/", "https://localhost:8443/v1", "https://127.0.0.1:5000/v1"])
 def test_accepted_urls(url):
     assert parse(base=MINIMAL.replace("https://api.example.com/v1/", url)).api_url == url
 
 
 @pytest.mark.parametrize("url, words", [
-    ("http://api.example.com/v1/", "must use https://"),
+    ("http://api.example.com/v1/", "not to the name api.example.com"),
     ("ftp://api.example.com/", "must be an https:// URL"),
     ("https://user:pw@api.example.com/", "must not contain credentials"),
     ("api.example.com", "must be an https:// URL"),
+    ("https://api.example.com:99999/", "invalid port"),
+    # Issue 14: a local user's server answers on whichever of 127.0.0.1 / ::1
+    # the real one does not hold, or on a freed unprivileged port.
+    ("http://localhost:800/v1", "not to the name localhost"),
+    ("http://localhost/v1", "not to the name localhost"),
+    ("http://127.0.0.1:8000/v1/", "port 8000 can be served by any local user"),
+    ("http://[::1]:1024/v1", "port 1024 can be served by any local user"),
+    ("http://[::ffff:127.0.0.1]:80/v1", "only to 127.0.0.1 or [::1]"),
+    ("http://10.0.0.1:80/v1", "only to 127.0.0.1 or [::1]"),
 ])
 def test_refused_urls(url, words):
     message = error_of(MINIMAL.replace("https://api.example.com/v1/", url))
     assert "line 3" in message and "api_url" in message and words in message
+    if url.startswith("http:"):
+        assert "must use https://" in message and "make-cert" in message
+
+
+def test_the_privileged_port_limit_is_read_from_the_kernel(tmp_path, monkeypatch):
+    from pam_toopher import config as config_module
+
+    sysctl = tmp_path / "ip_unprivileged_port_start"
+    sysctl.write_text("500\n")
+    monkeypatch.setattr(config_module, "UNPRIVILEGED_PORT_START", str(sysctl))
+    url = "http://127.0.0.1:800/v1"
+    assert "port 800 can be served" in error_of(MINIMAL.replace("https://api.example.com/v1/",
+                                                                url))
+    sysctl.write_text("0\n")  # every port unprivileged: no plain http at all
+    assert "port 80 can be served" in error_of(MINIMAL.replace("https://api.example.com/v1/",
+                                                               "http://127.0.0.1/v1"))
+    assert config_module.unprivileged_port_start(str(tmp_path / "absent")) == 1024
 
 
 @pytest.mark.parametrize("line, words", [
@@ -146,7 +172,7 @@ def test_bad_values_name_file_line_and_key(line, words):
     (MINIMAL + "consumer_key = again\n", "line 6: key 'consumer_key' is already set on line 4"),
     ("[toopher]\napi_url = https://x/\n", "missing required key(s): consumer_key, "
                                           "consumer_secret"),
-    (MINIMAL + "colour\x1b[31m = x\n", "unknown key 'colour?[31m'"),
+    (MINIMAL + "colour\x1b[31m = x\n", r"unknown key 'colour\x1b[31m'"),
 ])
 def test_syntax_errors_name_file_and_line(text, words):
     message = error_of(text)
@@ -196,12 +222,25 @@ def test_load_refuses_a_missing_file(tmp_path):
         load_config(str(tmp_path / "nope.conf"))
 
 
-def test_load_refuses_a_symlink(tmp_path):
+def test_load_follows_a_symlink_only_where_no_one_else_can_change_it(tmp_path):
     target = write(tmp_path, MINIMAL)
     link = tmp_path / "link.conf"
+    link.symlink_to(target)  # in a directory only root (the test's owner) can change
+    assert load_config(str(link), require_root_owner=False).consumer_key == "key123"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: makes files of another user")
+def test_load_refuses_a_symlink_another_user_planted_in_a_sticky_directory(tmp_path):
+    target = write(tmp_path, MINIMAL)
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    link = sticky / "toopher.conf"
     link.symlink_to(target)
-    with pytest.raises(ConfigError, match="cannot open"):
-        load_config(str(link), require_root_owner=False)
+    os.lchown(link, 12345, 12345)
+    with pytest.raises(ConfigError, match=f"directory {sticky} is writable by group or others "
+                                          r"\(mode 1777\), sticky, but the entry is not owned"):
+        load_config(str(link))
 
 
 def test_load_refuses_a_directory(tmp_path):

@@ -122,7 +122,7 @@ def system(build):
 
 @pytest.fixture(scope="module")
 def srv(system):
-    with RunningServer() as server:
+    with RunningServer(tls=True) as server:  # the module refuses impersonable http
         yield server
 
 
@@ -232,7 +232,7 @@ def pair_with_installed_cli(server: RunningServer, config: Path, user: str) -> N
 def scene(system, srv, tmp_path):
     with PamScene(tmp_path) as made:
         made.write_config(api_url=srv.url, consumer_key=srv.key, consumer_secret=srv.secret,
-                          auth_timeout=AUTH_TIMEOUT, http_timeout=5)
+                          ca_bundle=srv.ca_cert_path, auth_timeout=AUTH_TIMEOUT, http_timeout=5)
         made.install_service(installed_module_stack(made.config_path))
         yield made
 
@@ -285,7 +285,8 @@ def test_pam_auth_update_enables_after_the_password_and_removes(pam_root, srv, t
     # /etc/security/toopher.conf, once an admin has filled it in.
     (tmp_path / "scene").mkdir()
     with PamScene(tmp_path / "scene") as scene:
-        CONF.write_text(f"[toopher]\napi_url = {srv.url}\nconsumer_key = {srv.key}\n"
+        CONF.write_text(f"[toopher]\napi_url = {srv.url}\nca_bundle = {srv.ca_cert_path}\n"
+                        f"consumer_key = {srv.key}\n"
                         f"consumer_secret = {srv.secret}\nauth_timeout = {AUTH_TIMEOUT}\n"
                         f"audit_log = {scene.audit_path}\n")
         service = PamService([f"@include {common_auth}", "account required pam_permit.so"])

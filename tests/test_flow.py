@@ -164,7 +164,7 @@ def test_denied_with_the_reason_sanitized_everywhere():
     decision = world.login()
     assert decision.outcome is Outcome.DENIED
     said = world.everything_said()
-    assert "\x1b" not in said and "not me?[2J?FAKE" in said
+    assert "\x1b" not in said and r"not me\x1b[2J\nFAKE" in said
     assert len(world.syslog) == 1  # the newline did not split the audit line
 
 
@@ -441,7 +441,7 @@ def test_control_characters_in_names_never_reach_the_log():
     assert decision.outcome is Outcome.USER_UNKNOWN
     (_sev, line), = world.syslog
     assert "\x1b" not in line and "\n" not in line and "\r" not in line and "\x07" not in line
-    assert "user=evil?]0;owned??user" in line and "rhost=a?b" in line
+    assert r'user="evil\\x1b]0;owned\\x07\\nuser"' in line and r'rhost="a\\rb"' in line
 
 
 @pytest.mark.parametrize("scenario", ["granted", "denied", "outage", "api_error", "bug",
@@ -469,7 +469,7 @@ def test_the_secret_is_never_said(scenario):
     (dict(service="sshd", rhost="203.0.113.5"), "sshd login from 203.0.113.5"),
     (dict(service="login"), "login login"),
     (dict(service="sudo", command="apt upgrade"), "sudo: apt upgrade"),
-    (dict(service="sudo", command="rm\x1b[8m -rf /"), "sudo: rm?[8m -rf /"),
+    (dict(service="sudo", command="rm\x1b[8m -rf /"), r"sudo: rm\x1b[8m -rf /"),
 ])
 def test_default_action(request_fields, expected):
     assert describe_action(make_config(), LoginRequest(user="alice", **request_fields)) \
@@ -481,7 +481,7 @@ def test_action_template_and_length_cap():
     request = LoginRequest(user="alice", service="sudo", command="x" * 500)
     action = describe_action(config, request)
     assert action.startswith("alice@Host One via sudo (xxx") and len(action) == 200
-    assert action.endswith("...")
+    assert "xxx...[" in action and " chars cut]...xxx" in action and action.endswith("xxx)")
 
 
 # ------------------------------------------------------------- Ctrl-C (sudo)

@@ -15,26 +15,20 @@ import socket
 import pytest
 
 from pam_toopher.api import ToopherApi
-from tests.conftest import require_root
 from tests.support.pam import toopher_line, toopher_only
-from tests.support.server import RunningServer
 
 AUTH_TIMEOUT = 3
 
 
 pytestmark = pytest.mark.usefixtures("root_only")
-
-
-@pytest.fixture(scope="module")
-def tls_srv():
-    require_root()
-    with RunningServer(tls=True) as server:
-        yield server
+# srv (tests/conftest.py) over https, verified with the CA toopher-server
+# make-cert made: plain http to a port any local user can bind is refused.
+SERVER_TLS = True
 
 
 def settings(server, **options):
     values = dict(api_url=server.url, consumer_key=server.key, consumer_secret=server.secret,
-                  auth_timeout=AUTH_TIMEOUT, http_timeout=5)
+                  ca_bundle=server.ca_cert_path, auth_timeout=AUTH_TIMEOUT, http_timeout=5)
     values.update(options)
     return values
 
@@ -170,7 +164,7 @@ def _steps_aside(scene, outcome):
 
 def test_disabled_user_is_ignored(scene, srv):
     ready(scene, srv, rule=None)
-    with ToopherApi(srv.key, srv.secret, srv.url) as api:
+    with ToopherApi(srv.key, srv.secret, srv.url, ca_bundle=srv.ca_cert_path) as api:
         api.set_toopher_enabled_for_user(scene.user.name, False)
     _steps_aside(scene, "disabled")
 
@@ -201,24 +195,24 @@ def test_user_not_local(scene, srv):
 ])
 def test_service_down(scene, srv, failmode, succeeds, code, outcome):
     ready(scene, srv, rule=None, paired=False, failmode=failmode,
-          api_url=f"http://127.0.0.1:{closed_port()}/v1")
+          api_url=f"https://127.0.0.1:{closed_port()}/v1")
     result = scene.pamtester([scene.user.password, ""])
     assert result.ok is succeeds and (succeeds or result.failed_with(code)), result
     assert scene.audit()["outcome"] == outcome
 
 
 @pytest.mark.parametrize("failmode", ["secure", "safe"])
-def test_untrusted_certificate_never_fails_open(scene, tls_srv, failmode):
-    ready(scene, tls_srv, rule=None, paired=False, failmode=failmode,
-          ca_bundle=tls_srv.untrusted_ca_cert_path)
+def test_untrusted_certificate_never_fails_open(scene, srv, failmode):
+    ready(scene, srv, rule=None, paired=False, failmode=failmode,
+          ca_bundle=srv.untrusted_ca_cert_path)
     result = scene.pamtester([scene.user.password, ""])
     assert result.failed_with("PAM_AUTH_ERR"), result
     audit = scene.audit()
     assert audit["outcome"] == "tls_error" and "did not verify" in audit["reason"]
 
 
-def test_trusted_certificate(scene, tls_srv):
-    ready(scene, tls_srv, ca_bundle=tls_srv.ca_cert_path)
+def test_trusted_certificate(scene, srv):
+    ready(scene, srv, ca_bundle=srv.ca_cert_path)
     result = scene.pamtester([scene.user.password, ""])
     assert result.ok, result
     assert scene.audit()["outcome"] == "granted"

@@ -97,13 +97,20 @@ def test_a_conversation_that_raises_counts_as_no_answer():
     assert pam_hook.PamConversation(pamh).prompt_echo_on("x") is None
 
 
-def test_sudo_command_is_read_sanitized_and_capped(tmp_path):
+def test_sudo_command_is_read_whole_and_quoted_word_by_word(tmp_path, monkeypatch):
+    """Shaping (escapes, the middle cut) is describe_action's, on the whole
+    command: a cut here hid what followed 160 spaces (issue 14, item 8)."""
     cmdline = tmp_path / "cmdline"
     cmdline.write_bytes(b"sudo\0-S\0apt\0upgrade\x1b[31m\0")
-    assert pam_hook.read_sudo_command("sudo", str(cmdline)) == "-S apt upgrade?[31m"
+    assert pam_hook.read_sudo_command("sudo", str(cmdline)) == "-S apt 'upgrade\x1b[31m'"
     assert pam_hook.read_sudo_command("sshd", str(cmdline)) is None
-    cmdline.write_bytes(b"sudo\0" + b"x" * 5000)
-    assert len(pam_hook.read_sudo_command("sudo-i", str(cmdline))) == pam_hook.MAX_COMMAND_LENGTH
+    command = b"/bin/sh\0-c\0id -u" + b" " * 160 + b"; touch /tmp/x\xff\0"
+    cmdline.write_bytes(b"sudo\0" + command)
+    assert pam_hook.read_sudo_command("sudo-i", str(cmdline)) == (
+        "/bin/sh -c 'id -u" + " " * 160 + "; touch /tmp/x\\xff'")
+    monkeypatch.setattr(pam_hook, "MAX_COMMAND_BYTES", 20)
+    assert pam_hook.read_sudo_command("sudo", str(cmdline)) == (
+        "/bin/sh -c 'id -' [the rest is longer than the kernel allows]")
 
 
 def test_loading_the_hook_does_not_import_the_http_stack():

@@ -26,6 +26,7 @@ PAM_FAIL_DELAY = 2  # pam_unix asks libpam to wait 2 s before reporting any fail
 
 
 pytestmark = pytest.mark.usefixtures("root_only")
+SERVER_TLS = True  # srv: the module believes only https (tests/conftest.py)
 
 
 def password_stack(scene):

@@ -23,6 +23,7 @@ COMMAND = ["/usr/bin/id", "-u"]
 
 
 pytestmark = pytest.mark.usefixtures("root_only")
+SERVER_TLS = True  # srv: the module believes only https (tests/conftest.py)
 
 
 def sudo_scene(scene, srv, passwd_tries=1, **options):

@@ -71,7 +71,7 @@ def listening_on_dev_log(tmp_path):
 
 def test_a_login_writes_exactly_one_audit_line_to_syslog(tmp_path):
     require_root()
-    with RunningServer() as srv, PamScene(tmp_path) as scene, \
+    with RunningServer(tls=True) as srv, PamScene(tmp_path) as scene, \
             listening_on_dev_log(tmp_path) as (sock, prefix):
         ready(scene, srv, rule="deny")
         completed = subprocess.run(

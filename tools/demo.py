@@ -60,9 +60,18 @@ class Demo:
             self.key, self.secret = store.create_requester("pam_toopher demo")
         finally:
             store.close()
+        # The module believes only a server no local user can pose as: https,
+        # with a private CA the server makes itself (the module's ca_bundle).
+        tls = self.tmp / "tls"
+        subprocess.run([PYTHON, "-m", "pam_toopher.server", "make-cert", "--dir", str(tls),
+                        "--name", "127.0.0.1"], cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+        self.ca_bundle = str(tls / "ca.pem")
+        say(f"   toopher-server make-cert --dir {tls} --name 127.0.0.1")
         self.server = subprocess.Popen(
             [PYTHON, "-m", "pam_toopher.server", "serve", "--db", self.db,
-             "--host", "127.0.0.1", "--port", "0"],
+             "--host", "127.0.0.1", "--port", "0", "--tls-cert", str(tls / "server.pem"),
+             "--tls-key", str(tls / "server.key")],
             cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1"),
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         ready, _, _ = select.select([self.server.stdout], [], [], 15)
@@ -89,6 +98,7 @@ class Demo:
         with os.fdopen(fd, "w") as handle:
             handle.write("[toopher]\n"
                          f"api_url = {self.url}\n"
+                         f"ca_bundle = {self.ca_bundle}\n"
                          f"consumer_key = {self.key}\n"
                          f"consumer_secret = {self.secret}\n"
                          f"auth_timeout = {self.auth_timeout}\n"
@@ -114,7 +124,7 @@ class Demo:
         phrase = self.phone.make_pairing_phrase(self.name)
         say(f"   the phone app shows the pairing phrase: {phrase}")
         self.phone.set_pairing_rule(self.name, "accept")
-        with ToopherApi(self.key, self.secret, self.url) as api:
+        with ToopherApi(self.key, self.secret, self.url, ca_bundle=self.ca_bundle) as api:
             pairing = api.pair(phrase, self.name)
             pairing = api.get_pairing_status(pairing.id, long_poll=5)
         self.phone.clear_pairing_rule(self.name)

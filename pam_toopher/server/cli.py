@@ -164,6 +164,17 @@ def cmd_call(args) -> int:
     return 0
 
 
+def cmd_make_cert(args) -> int:
+    from .certs import make_certificates  # only this command needs cryptography
+
+    made = make_certificates(args.dir, args.name, args.days)
+    print(f"CA certificate (the module's ca_bundle): {made.ca_cert}\n"
+          f"CA key (keep private, or delete):        {made.ca_key}\n"
+          f"server certificate (serve --tls-cert):   {made.server_cert}\n"
+          f"server key (serve --tls-key):            {made.server_key}")
+    return 0
+
+
 def cmd_fault(args) -> int:
     phone = Phone(_existing_db(args))
     if args.kind == "clear":
@@ -202,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-pushes-per-minute", type=int, default=defaults.max_per_minute,
                        metavar="N", help="push requests per user in any 60 s")
     serve.set_defaults(func=cmd_serve)
+
+    make_cert = commands.add_parser(
+        "make-cert", help="make a private CA and a server certificate signed by it")
+    make_cert.add_argument("--dir", required=True, help="where to write ca.pem, ca.key, "
+                           "server.pem, server.key (existing files are never overwritten)")
+    make_cert.add_argument("--name", action="append", required=True, metavar="HOST",
+                           help="a host name or IP address the module's api_url uses "
+                                "(repeat for several)")
+    make_cert.add_argument("--days", type=int, default=825, help="validity (default 825)")
+    make_cert.set_defaults(func=cmd_make_cert)
 
     requester = commands.add_parser("requester", parents=[db], help="manage API credentials")
     requester_commands = requester.add_subparsers(dest="action", required=True,

@@ -9,8 +9,8 @@
         srv.phone.make_pairing_phrase("alice")
 
     with RunningServer(serve_args=["--max-pending", "50"]) as srv:  # other options
-    with RunningServer(tls=True) as srv:   # HTTPS with a throwaway CA
-        srv.ca_cert_path                   # trust this one
+    with RunningServer(tls=True) as srv:   # HTTPS with a throwaway CA (make-cert)
+        srv.ca_cert_path                   # trust this one (the module's ca_bundle)
         srv.untrusted_ca_cert_path         # a different CA: verification must fail
 
 The subprocess is ``/usr/bin/python3 -m pam_toopher.server serve`` on a free
@@ -101,10 +101,15 @@ class RunningServer:
         self._process = None
         self.returncode = None
         if tls:
-            ca = make_ca(self.directory, "test-ca")
-            self._cert = make_server_cert(self.directory, ca)
-            self.ca_cert_path = str(ca[0])
-            self.untrusted_ca_cert_path = str(make_ca(self.directory, "other-ca")[0])
+            # The certificates an admin would make (toopher-server make-cert).
+            from pam_toopher.server.certs import make_certificates
+
+            made = make_certificates(str(self.directory / "tls"), ["127.0.0.1", "localhost"],
+                                     days=2)
+            self._cert = (made.server_cert, made.server_key)
+            self.ca_cert_path = str(made.ca_cert)
+            self.untrusted_ca_cert_path = str(make_certificates(
+                str(self.directory / "other-tls"), ["127.0.0.1", "localhost"], days=2).ca_cert)
         self.phone = Phone(self.db_path)
         self.key, self.secret = self.new_requester("test requester")
 
