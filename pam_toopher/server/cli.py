@@ -12,8 +12,9 @@ import sqlite3
 import sys
 from typing import List, Optional
 
+from . import forwarded
 from .errors import ServerError
-from .httpd import make_server
+from .httpd import Limits, make_server, raise_file_limit
 from .phone import Phone
 from .store import FAULT_KINDS, PAIRING_RULE_ANSWERS, RULE_ANSWERS, Store
 
@@ -54,11 +55,31 @@ def _quoted(view: dict) -> str:
 
 # -- commands ----------------------------------------------------------------------
 
+def _serve_limits(args) -> Limits:
+    for name in ("max_connections", "workers"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("request_timeout", "idle_timeout"):
+        if not 0 < getattr(args, name) <= 3600:
+            raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 3600 seconds")
+    return Limits(max_connections=args.max_connections, workers=args.workers,
+                  request_timeout=args.request_timeout, idle_timeout=args.idle_timeout)
+
+
 def cmd_serve(args) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
+    limits = _serve_limits(args)
+    try:
+        trusted = forwarded.parse_trusted(args.trusted_proxy)
+    except ValueError as error:
+        raise UsageError(f"--trusted-proxy: {error}") from None
+    limits, warning = raise_file_limit(limits)
+    if warning:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr, flush=True)
     store = Store(_db(args))
-    server = make_server(store, args.host, args.port, args.tls_cert, args.tls_key)
+    server = make_server(store, args.host, args.port, args.tls_cert, args.tls_key,
+                         limits=limits, trusted_proxies=trusted)
 
     def stop(signum, frame):
         raise KeyboardInterrupt
@@ -67,7 +88,8 @@ def cmd_serve(args) -> int:
     scheme = "https" if args.tls_cert else "http"
     try:
         # Inside the try: a SIGTERM right after this line must still exit cleanly.
-        print(f"listening on {scheme}://{args.host}:{server.server_address[1]}/v1", flush=True)
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"listening on {scheme}://{host}:{server.server_address[1]}/v1", flush=True)
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         pass
@@ -176,6 +198,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     serve.add_argument("--tls-cert", metavar="CERT")
     serve.add_argument("--tls-key", metavar="KEY")
+    defaults = Limits()
+    serve.add_argument("--max-connections", type=int, default=defaults.max_connections,
+                       metavar="N", help="open connections at most; when full, the one that has "
+                       f"waited longest for a request is closed (default {defaults.max_connections})")
+    serve.add_argument("--workers", type=int, default=defaults.workers, metavar="N",
+                       help="requests answered at once, long polls included "
+                       f"(default {defaults.workers})")
+    serve.add_argument("--request-timeout", type=float, default=defaults.request_timeout,
+                       metavar="S", help="total seconds to send a request (TLS handshake, headers, "
+                       f"body) and to read the answer (default {defaults.request_timeout:g})")
+    serve.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout, metavar="S",
+                       help=f"seconds a keep-alive connection may idle (default "
+                       f"{defaults.idle_timeout:g})")
+    serve.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
+                       help="address or network of a reverse proxy whose X-Forwarded-For and "
+                       "X-Forwarded-Proto are believed (repeatable)")
     serve.set_defaults(func=cmd_serve)
 
     requester = commands.add_parser("requester", parents=[db], help="manage API credentials")
