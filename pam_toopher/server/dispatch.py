@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from email.message import Message
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple, cast
 
 from .app import Api
 from .store import Store
@@ -125,7 +125,9 @@ class Dispatcher:
             faulted = apply_fault(str(fault["kind"]), float(fault["seconds"]))  # type: ignore[arg-type]
             if faulted is not None:
                 return faulted
-        status, answer = self.api.handle(request.method, request.target, request.headers,
+        # An email.message.Message, as http.server gave the API: case-insensitive get().
+        headers = cast(Mapping[str, str], request.headers)
+        status, answer = self.api.handle(request.method, request.target, headers,
                                          request.body, request.base_url)
         return Response.json(status, answer)
 

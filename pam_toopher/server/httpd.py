@@ -72,8 +72,12 @@ def raise_file_limit(limits: Limits) -> Tuple[Limits, Optional[str]]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = limits.max_connections + FD_RESERVE
     if soft != resource.RLIM_INFINITY and soft < needed:
-        soft = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        wanted = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (OSError, ValueError):
+            pass  # e.g. a seccomp filter: work within the current limit
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return limits, None
     allowed = max(1, soft - FD_RESERVE)
@@ -376,8 +380,7 @@ class ToopherServer:
                 break
             if connection.state != LINGERING:
                 connection.inbox += data
-            # Decrypted bytes left inside the TLS layer do not wake the selector.
-            pending = connection.tls and connection.state != LINGERING and connection.sock.pending()
+            pending = connection.state != LINGERING and _tls_pending(connection.sock)
             if not pending or len(connection.inbox) > http11.MAX_HEAD + self.limits.max_body:
                 break
         if connection.state == IDLE and connection.inbox:
@@ -493,7 +496,7 @@ class ToopherServer:
             self._linger(connection)
         else:
             self._enter(connection, IDLE, self.limits.idle_timeout)
-            if connection.inbox or (connection.tls and connection.sock.pending()):
+            if connection.inbox or _tls_pending(connection.sock):
                 # A pipelined request arrived while this one was answered.
                 self._enter(connection, READING, self.limits.request_timeout)
                 self._read(connection) if connection.tls else self._parse(connection)
@@ -583,6 +586,11 @@ def _drain(sock: socket.socket) -> None:
             pass
     except (BlockingIOError, OSError):
         pass
+
+
+def _tls_pending(sock: socket.socket) -> int:
+    """Decrypted bytes held inside the TLS layer (they do not wake the selector)."""
+    return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
 
 
 def _log(line: str) -> None:
