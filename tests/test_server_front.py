@@ -96,9 +96,12 @@ def seconds_until_closed(sock: socket.socket, limit: float) -> float:
     return time.monotonic() - started
 
 
+_unread = {}  # bytes received past one answer, per socket (pipelined answers)
+
+
 def read_answer(sock: socket.socket) -> tuple:
     """One answer from a keep-alive connection: (status, headers, body)."""
-    received = b""
+    received = _unread.pop(sock, b"")
     while b"\r\n\r\n" not in received:
         chunk = sock.recv(65536)
         assert chunk, f"connection closed before an answer: {received!r}"
@@ -107,11 +110,14 @@ def read_answer(sock: socket.socket) -> tuple:
     lines = head.decode("latin-1").split("\r\n")
     headers = {name.lower(): value for name, value in
                (line.split(": ", 1) for line in lines[1:])}
-    while len(body) < int(headers["content-length"]):
+    length = int(headers["content-length"])
+    while len(body) < length:
         chunk = sock.recv(65536)
         assert chunk
         body += chunk
-    return int(lines[0].split()[1]), headers, body
+    if body[length:]:
+        _unread[sock] = body[length:]
+    return int(lines[0].split()[1]), headers, body[:length]
 
 
 def server_threads(server: RunningServer) -> int:
