@@ -467,3 +467,15 @@ def test_systemd_unit_limits_fit_the_servers_defaults():
     assert settings["ProtectSystem"] == ["strict"]
     assert settings["ReadWritePaths"] == ["/var/lib/toopher-server"]
     assert settings["User"] == ["toopher-server"]
+
+
+def test_expect_100_continue_is_answered_before_the_body(strict_server):
+    head = (b"POST /v1/users/create HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 6\r\n\r\n")
+    with socket.create_connection(address(strict_server), timeout=5) as sock:
+        sock.sendall(head)
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"name=x")
+        status, _, body = read_answer(sock)
+    assert status == 401  # unsigned: the body reached the API
