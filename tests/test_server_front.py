@@ -479,3 +479,63 @@ def test_expect_100_continue_is_answered_before_the_body(strict_server):
         sock.sendall(b"name=x")
         status, _, body = read_answer(sock)
     assert status == 401  # unsigned: the body reached the API
+
+
+# -- the connection cap ------------------------------------------------------------------------
+
+def test_at_the_cap_the_longest_waiting_connection_makes_room():
+    with RunningServer(serve_args=("--max-connections", "20")) as server:
+        idle = connect_many(server, 20)
+        try:
+            time.sleep(0.2)
+            assert ok(server.client().get("users")) == []
+            time.sleep(0.2)
+            # The first connections (the longest waiting) were closed, the last ones kept.
+            assert closed_by_peer(idle[:1]) == 1 and closed_by_peer(idle[-5:]) == 0
+        finally:
+            close_all(idle)
+
+
+def test_when_every_connection_is_answered_new_ones_wait_in_the_listen_queue():
+    """Busy connections are never closed to make room: a newcomer waits in the kernel's
+    listen queue until one is answered, then takes the place of an idle one."""
+    with RunningServer(serve_args=("--max-connections", "3")) as server:
+        server.phone.fault("slow", count=3, seconds=1.0)
+        sessions = [requests.Session() for _ in range(3)]  # kept open: idle after answering
+        answers = []
+
+        def slow_call(session):
+            answers.append(session.get(f"{server.url}/nothing", timeout=10).status_code)
+
+        threads = [threading.Thread(target=slow_call, args=(session,)) for session in sessions]
+        try:
+            for thread in threads:
+                thread.start()
+            time.sleep(0.3)
+            started = time.monotonic()
+            assert requests.get(f"{server.url}/nothing", timeout=10).status_code == 404
+            waited = time.monotonic() - started
+            for thread in threads:
+                thread.join(10)
+        finally:
+            for session in sessions:
+                session.close()
+        assert answers == [404, 404, 404]
+        assert 0.4 < waited < 0.7 + SLACK
+
+
+def test_the_log_has_no_queries_bodies_or_credentials():
+    with RunningServer() as server:
+        api = server.client()
+        api.get("users", name="query-secret-1")
+        api.post("users/create", name="body-secret-2")
+        requests.get(f"{server.url}/users?x=query-secret-3", timeout=5,
+                     headers={"Authorization": "OAuth oauth_signature=header-secret-4",
+                              "X-Forwarded-For": "198.51.100.99"})
+        time.sleep(0.1)
+        log = server.log()
+    for secret in ("query-secret", "body-secret", "header-secret", server.secret,
+                   "oauth_signature", "198.51.100.99"):
+        assert secret not in log
+    assert log.splitlines() == ["127.0.0.1 GET /v1/users 200", "127.0.0.1 POST /v1/users/create 200",
+                                "127.0.0.1 GET /v1/users 401"]

@@ -235,7 +235,8 @@ class ToopherServer:
 
     def _accept(self) -> None:
         for _ in range(ACCEPT_BATCH):
-            if len(self._connections) >= self.limits.max_connections and not self._make_room():
+            full = len(self._connections) >= self.limits.max_connections
+            if full and not self._waiting:
                 # Every connection is being answered: let the kernel queue new ones.
                 self._pause_accepting(0.0)
                 return
@@ -250,6 +251,9 @@ class ToopherServer:
                         self._pause_accepting(0.1)
                     return
                 continue  # ECONNABORTED and the like: that client is gone
+            if full:
+                # Only now, with a newcomer in hand: one that is still waiting goes.
+                self._make_room()
             self._add(sock, address[0])
 
     def _add(self, sock: socket.socket, peer: str) -> None:
@@ -289,8 +293,9 @@ class ToopherServer:
         self._paused_until = time.monotonic() + seconds
 
     def _resume_accepting(self) -> None:
+        # Room again: a connection closed, or one waits and can be closed for a newcomer.
         if (not self._accepting and time.monotonic() >= self._paused_until
-                and len(self._connections) < self.limits.max_connections):
+                and (len(self._connections) < self.limits.max_connections or self._waiting)):
             self._selector.register(self.socket, selectors.EVENT_READ, "listener")
             self._accepting = True
 
