@@ -23,7 +23,7 @@ from pam_toopher.server import forwarded, http11
 from pam_toopher.server.dispatch import Dispatcher, Request, Response
 from pam_toopher.server.httpd import FD_RESERVE, Limits
 from pam_toopher.server.store import Store
-from tests.support.server import RunningServer
+from tests.support.server import REPO_ROOT, RunningServer, server_command, server_env
 from tests.test_pam import ready
 from tests.test_server_api import ok
 
@@ -539,3 +539,20 @@ def test_the_log_has_no_queries_bodies_or_credentials():
         assert secret not in log
     assert log.splitlines() == ["127.0.0.1 GET /v1/users 200", "127.0.0.1 POST /v1/users/create 200",
                                 "127.0.0.1 GET /v1/users 401"]
+
+
+def test_a_low_hard_file_limit_lowers_the_cap_with_a_warning(tmp_path):
+    def limit_files():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+
+    process = subprocess.Popen(server_command("serve", "--db", str(tmp_path / "t.db"), "--port", "0"),
+                               cwd=REPO_ROOT, env=server_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, preexec_fn=limit_files)
+    try:
+        assert process.stdout.readline().startswith("listening on http://127.0.0.1:")
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert stderr == ("toopher-server: warning: the open-file limit 200 allows 136 connections, "
+                      "not 4096 (raise LimitNOFILE or ulimit -n)\n")

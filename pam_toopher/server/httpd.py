@@ -186,7 +186,7 @@ class ToopherServer:
         self._answers: "queue.SimpleQueue[Tuple[Connection, bytes, bool]]" = queue.SimpleQueue()
         self._pool = WorkerPool(limits.workers)
         self._stop = False
-        self._closed_counts: Dict[str, int] = collections.Counter()
+        self._counts: Dict[str, int] = collections.Counter()
         self._next_summary = time.monotonic() + SUMMARY_INTERVAL
 
     # -- the loop ------------------------------------------------------------------------
@@ -460,7 +460,7 @@ class ToopherServer:
                                 declared_length=response.declared_length)
         except Exception as error:  # noqa: BLE001 - e.g. a handler put a line break in a header
             response, close = Response.error(500, "Internal server error"), True
-            _log(f"{request.client_address} internal error: {type(error).__name__} framing the answer")
+            _log(f"{request.client_address} internal error: {type(error).__name__} answering")
         finally:
             _log(f"{request.client_address} {request.method} {request.path} {response.status}")
             self._answers.put((connection, data, close))
@@ -504,7 +504,10 @@ class ToopherServer:
             if connection.inbox or _tls_pending(connection.sock):
                 # A pipelined request arrived while this one was answered.
                 self._enter(connection, READING, self.limits.request_timeout)
-                self._read(connection) if connection.tls else self._parse(connection)
+                if _tls_pending(connection.sock):
+                    self._read(connection)  # takes the bytes out of the TLS layer, then parses
+                else:
+                    self._parse(connection)
 
     def _linger(self, connection: Connection) -> None:
         """Half-close, then discard input briefly, so the client reads the answer
@@ -554,15 +557,15 @@ class ToopherServer:
         self._resume_accepting()
 
     def _count(self, reason: str) -> None:
-        self._closed_counts[reason] += 1
+        self._counts[reason] += 1
 
     def _log_summary(self) -> None:
-        if not self._closed_counts:
+        if not self._counts:
             return
-        parts = ", ".join(f"{count} {reason}" for reason, count in sorted(self._closed_counts.items()))
+        parts = ", ".join(f"{count} {reason}" for reason, count in sorted(self._counts.items()))
         _log(f"connections in the last {SUMMARY_INTERVAL:g} s: {parts}; "
              f"open now: {len(self._connections)}")
-        self._closed_counts.clear()
+        self._counts.clear()
 
 
 def _listen(host: str, port: int) -> socket.socket:
