@@ -157,27 +157,40 @@ class Trickler:
 
 def test_idle_and_trickling_connections_do_not_stop_logins(scene):
     """5000 silent connections and 300 slowloris ones against the default limits
-    (4096 connections, and the open-file limit systemd gives by default): a signed
-    call is answered at once, a login the phone denies is denied (not failed_open
+    (4096 connections, and the open-file limit systemd gives by default), half of them
+    opened before a login and the rest while its push waits for the phone: a signed
+    call is answered at once, the login the phone denies is denied (not failed_open
     under failmode = safe), the server holds no thread per connection, and the
     oldest waiting connections were closed to make room."""
     raise_open_files(IDLE_CONNECTIONS + TRICKLING_CONNECTIONS + 512)
     # Started as systemd starts a service without LimitNOFILE (soft limit 1024): the
     # server raises its own limit to fit its connection cap.
     with RunningServer(open_files=1024) as server:
-        ready(scene, server, rule="deny", delay=0.2, failmode="safe")
-        idle = connect_many(server, IDLE_CONNECTIONS)
-        trickling = Trickler(server, TRICKLING_CONNECTIONS)
+        ready(scene, server, rule="deny", delay=2.0, failmode="safe")
+        idle = connect_many(server, IDLE_CONNECTIONS // 2)
+        trickling = None
+        results = []
+        login = threading.Thread(target=lambda: results.append(
+            scene.pamtester([scene.user.password, ""], timeout=30)))
         try:
+            login.start()
+            server.phone.wait_for_request(scene.user.name, timeout=10)
+            # The module now waits for the phone on its connection: flood the rest.
+            idle += connect_many(server, IDLE_CONNECTIONS - len(idle))
+            trickling = Trickler(server, TRICKLING_CONNECTIONS)
+
             started = time.monotonic()
             api = server.client()
             assert ok(api.get("users", name=scene.user.name))[0]["name"] == scene.user.name
             assert time.monotonic() - started < 2.0
             api.close()
 
-            result = scene.pamtester([scene.user.password, ""], timeout=30)
+            login.join(40)
+            result, = results
             assert result.failed_with("PAM_AUTH_ERR"), result
-            assert scene.audit()["outcome"] == "denied"
+            audit = scene.audit()
+            assert audit["outcome"] == "denied"
+            assert float(audit["elapsed"].rstrip("s")) < 2.0 + 2 * SLACK
 
             assert server_threads(server) < 20  # a worker per request in progress, not per socket
             # Over the cap of 4096, new connections closed the ones that had waited longest.
@@ -186,7 +199,9 @@ def test_idle_and_trickling_connections_do_not_stop_logins(scene):
             assert closed >= IDLE_CONNECTIONS + TRICKLING_CONNECTIONS - 4096
             assert server.running
         finally:
-            trickling.close()
+            login.join(40)
+            if trickling is not None:
+                trickling.close()
             close_all(idle)
         assert "Traceback" not in server.log()
 
