@@ -369,8 +369,10 @@ class ToopherServer:
     def _read(self, connection: Connection) -> None:
         eof = False
         while True:
+            # Never buffer much more than one request may hold (the memory bound in the docs).
+            room = http11.MAX_HEAD + self.limits.max_body - len(connection.inbox)
             try:
-                data = connection.sock.recv(_RECV_SIZE)
+                data = connection.sock.recv(max(4096, min(_RECV_SIZE, room)))
             except (BlockingIOError, ssl.SSLWantReadError):
                 break
             except ssl.SSLWantWriteError:
