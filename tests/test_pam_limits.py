@@ -9,6 +9,7 @@ from pam_toopher.api import ToopherApi
 from tests.test_pam import pair, settings
 
 pytestmark = pytest.mark.usefixtures("root_only")
+SERVER_TLS = True  # srv: the module believes only https (tests/conftest.py)
 
 
 def paired_scene(scene, srv, rule, **options):
@@ -17,7 +18,7 @@ def paired_scene(scene, srv, rule, **options):
     pair(srv, scene.user.name)
     if rule:
         srv.phone.set_rule(scene.user.name, rule)
-    with ToopherApi(srv.key, srv.secret, srv.url) as api:
+    with ToopherApi(srv.key, srv.secret, srv.url, ca_bundle=srv.ca_cert_path) as api:
         api.create_user_terminal(scene.user.name, "Test Host", terminal)
     scene.write_config(**settings(srv, failmode="safe", terminal_id=terminal, **options))
     scene.install_service()
@@ -31,7 +32,7 @@ def paired_scene(scene, srv, rule, **options):
 def test_too_many_pushes_is_denied_even_with_failmode_safe(scene, srv, rule, earlier_pushes,
                                                            why):
     terminal = paired_scene(scene, srv, rule)
-    with ToopherApi(srv.key, srv.secret, srv.url) as api:  # an attacker's earlier logins
+    with ToopherApi(srv.key, srv.secret, srv.url, ca_bundle=srv.ca_cert_path) as api:  # an attacker's earlier logins
         for _ in range(earlier_pushes):
             api.authenticate_by_user_name(scene.user.name, terminal, action_name="flood")
     result = scene.pamtester([scene.user.password, ""])

@@ -12,8 +12,9 @@ import sqlite3
 import sys
 from typing import List, Optional
 
+from . import forwarded
 from .errors import ServerError
-from .httpd import make_server
+from .httpd import ConnectionLimits, make_server, raise_file_limit
 from .limits import Limits
 from .phone import Phone
 from .store import FAULT_KINDS, PAIRING_RULE_ANSWERS, RULE_ANSWERS, Store
@@ -55,11 +56,31 @@ def _quoted(view: dict) -> str:
 
 # -- commands ----------------------------------------------------------------------
 
+def _serve_limits(args) -> ConnectionLimits:
+    for name in ("max_connections", "workers"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("request_timeout", "idle_timeout"):
+        if not 0 < getattr(args, name) <= 3600:
+            raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 3600 seconds")
+    return ConnectionLimits(max_connections=args.max_connections, workers=args.workers,
+                            request_timeout=args.request_timeout, idle_timeout=args.idle_timeout)
+
+
 def cmd_serve(args) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
+    limits = _serve_limits(args)
+    try:
+        trusted = forwarded.parse_trusted(args.trusted_proxy)
+    except ValueError as error:
+        raise UsageError(f"--trusted-proxy: {error}") from None
+    limits, warning = raise_file_limit(limits)
+    if warning:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr, flush=True)
     store = Store(_db(args), limits=_limits(args), log=_log)
-    server = make_server(store, args.host, args.port, args.tls_cert, args.tls_key)
+    server = make_server(store, args.host, args.port, args.tls_cert, args.tls_key,
+                         limits=limits, trusted_proxies=trusted)
 
     def stop(signum, frame):
         raise KeyboardInterrupt
@@ -68,7 +89,8 @@ def cmd_serve(args) -> int:
     scheme = "https" if args.tls_cert else "http"
     try:
         # Inside the try: a SIGTERM right after this line must still exit cleanly.
-        print(f"listening on {scheme}://{args.host}:{server.server_address[1]}/v1", flush=True)
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"listening on {scheme}://{host}:{server.server_address[1]}/v1", flush=True)
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         pass
@@ -212,6 +234,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pending push requests per user")
     serve.add_argument("--max-pushes-per-minute", type=int, default=defaults.max_per_minute,
                        metavar="N", help="push requests per user in any 60 s")
+    front = ConnectionLimits()
+    serve.add_argument("--max-connections", type=int, default=front.max_connections,
+                       metavar="N", help="open connections at most; when full, the one that has "
+                       f"waited longest for a request is closed (default {front.max_connections})")
+    serve.add_argument("--workers", type=int, default=front.workers, metavar="N",
+                       help="requests answered at once, long polls included "
+                       f"(default {front.workers})")
+    serve.add_argument("--request-timeout", type=float, default=front.request_timeout,
+                       metavar="S", help="total seconds to send a request (TLS handshake, headers, "
+                       f"body) and to read the answer (default {front.request_timeout:g})")
+    serve.add_argument("--idle-timeout", type=float, default=front.idle_timeout, metavar="S",
+                       help=f"seconds a keep-alive connection may idle (default "
+                       f"{front.idle_timeout:g})")
+    serve.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
+                       help="address or network of a reverse proxy whose X-Forwarded-For and "
+                       "X-Forwarded-Proto are believed (repeatable)")
     serve.set_defaults(func=cmd_serve)
 
     make_cert = commands.add_parser(

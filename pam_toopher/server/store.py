@@ -199,6 +199,11 @@ class Store:
             with self._changed:
                 self._changed.notify_all()
 
+    def ping(self) -> None:
+        """Raise unless the database answers a read (the /health check)."""
+        with self._tx(write=False) as db:
+            db.execute("SELECT 1 FROM requesters LIMIT 1").fetchall()
+
     def wait_for_change(self, timeout: float) -> None:
         """Sleep until this process writes something, or ``timeout`` passes.
 

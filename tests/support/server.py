@@ -17,6 +17,7 @@ The subprocess is ``/usr/bin/python3 -m pam_toopher.server serve`` on a free
 port; it is killed at teardown, also when the test fails.
 """
 import os
+import resource
 import select
 import sqlite3
 import signal
@@ -87,13 +88,14 @@ class RunningServer:
     """
 
     def __init__(self, directory: Optional[str] = None, tls: bool = False,
-                 serve_args: Sequence[str] = ()):
+                 serve_args: Sequence[str] = (), open_files: Optional[int] = None):
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="toopher-server-")
         self.directory = Path(directory or self._tmp.name)
         self.db_path = str(self.directory / "toopher.db")
         self.log_path = str(self.directory / "server.log")
         self.tls = tls
-        self.serve_args = list(serve_args)  # more ``serve`` options, e.g. limits
+        self.serve_args = tuple(serve_args)  # more `serve` options, e.g. ("--idle-timeout", "1")
+        self.open_files = open_files  # the soft RLIMIT_NOFILE it starts with (systemd's is 1024)
         self.port = 0
         self.url = None
         self.ca_cert_path = self.untrusted_ca_cert_path = None
@@ -128,7 +130,8 @@ class RunningServer:
         args += self.serve_args
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(server_command(*args), cwd=REPO_ROOT, env=server_env(),
-                                             stdout=subprocess.PIPE, stderr=log)
+                                             stdout=subprocess.PIPE, stderr=log,
+                                             preexec_fn=self._limit_open_files)
         line = self._read_line(START_TIMEOUT)
         if not line.startswith("listening on "):
             self.stop()
@@ -137,6 +140,11 @@ class RunningServer:
         # Kept, so restart() comes back at the same URL clients were given.
         self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
         return self
+
+    def _limit_open_files(self) -> None:
+        if self.open_files is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
 
     def _read_line(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -196,6 +204,11 @@ class RunningServer:
                     and 'INTO "faults"' not in line and "'faults'" not in line]
         finally:
             db.close()
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not running"
+        return self._process.pid
 
     @property
     def running(self) -> bool:
