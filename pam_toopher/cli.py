@@ -1,6 +1,7 @@
 """``toopher-pam``: check the setup, pair users, try a login, manage users.
 
-    toopher-pam [--config PATH] check
+    toopher-pam [--config PATH] check [--hook PATH]
+    toopher-pam install-hook [PATH]
     toopher-pam [--config PATH] pair USER [--phrase PHRASE] [--timeout SECONDS]
     toopher-pam [--config PATH] test USER [--service NAME] [--rhost HOST]
     toopher-pam [--config PATH] status|enable|disable|reset USER
@@ -21,11 +22,12 @@ from typing import Any, Callable, Optional, Sequence, TextIO
 
 from pam_toopher.audit import AuditTrail
 from pam_toopher.config import DEFAULT_PATH, Config, ConfigError, load_config
+from pam_toopher.hook_file import DEFAULT_HOOK_PATH
 from pam_toopher.flow import (ApiFactory, Clock, Outcome, LoginRequest, SystemClock,
                               default_api_factory, run, wait_until_answered)
 from pam_toopher.text import sanitize
 
-__all__ = ["main", "check", "pair", "try_login", "status", "set_enabled", "reset",
+__all__ = ["main", "check", "check_hook", "install_hook", "pair", "try_login", "status", "set_enabled", "reset",
            "TerminalConversation", "CliError"]
 
 PROG = "toopher-pam"
@@ -89,6 +91,30 @@ def check(config: Config, api: Any, out: TextIO) -> None:
                            "consumer_key and consumer_secret") from None
         raise CliError(f"{config.api_url} refused the check: {exc}") from None
     print(f"{config.api_url}: credentials accepted", file=out)
+
+
+def check_hook(path: str, out: TextIO) -> None:
+    """The hook file loads the module the way pam_python does inside sshd."""
+    from pam_toopher import hook_file
+
+    try:
+        report = hook_file.check_hook(path)
+    except hook_file.HookError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{path}: loads {os.path.dirname(report.module)} as sshd runs it", file=out)
+
+
+def install_hook(path: str, out: TextIO) -> None:
+    """Write the hook file naming the directory this package was installed in."""
+    from pam_toopher import hook_file
+
+    try:
+        directory = hook_file.install_hook(path)
+        report = hook_file.check_hook(path)
+    except hook_file.HookError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{path}: written; it loads {os.path.dirname(report.module)} "
+          f"(from {directory}) as sshd runs it", file=out)
 
 
 def pair(api: Any, user: str, phrase: str, out: TextIO, *, timeout: float = PAIRING_TIMEOUT,
@@ -162,7 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default=DEFAULT_PATH,
                         help=f"configuration file (default {DEFAULT_PATH})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("check", help="validate the config file and the credentials")
+    checking = commands.add_parser("check", help="validate the hook file, the config file and "
+                                   "the credentials")
+    checking.add_argument("--hook", default=DEFAULT_HOOK_PATH,
+                          help=f"the file pam_python runs (default {DEFAULT_HOOK_PATH})")
+    hooking = commands.add_parser("install-hook", help="write the file pam_python runs, naming "
+                                  "the directory this package is installed in")
+    hooking.add_argument("path", nargs="?", default=DEFAULT_HOOK_PATH,
+                         help=f"where (default {DEFAULT_HOOK_PATH})")
     pairing = commands.add_parser("pair", help="pair USER with the Toopher app")
     pairing.add_argument("user")
     pairing.add_argument("--phrase", help="the pairing phrase the app shows (else asked)")
@@ -188,6 +221,9 @@ def main(argv: Optional[Sequence[str]] = None, *, api_factory: ApiFactory = defa
     from pam_toopher.api import ToopherApiError
 
     try:
+        if args.command == "install-hook":  # comes before any config exists
+            install_hook(args.path, stdout)
+            return EXIT_OK
         if args.command == "test":
             outcome = try_login(args.config, args.user, args.service, args.rhost,
                                  TerminalConversation(stdin, stdout, stderr), stdout,
@@ -211,6 +247,7 @@ def main(argv: Optional[Sequence[str]] = None, *, api_factory: ApiFactory = defa
 def _dispatch(args: argparse.Namespace, config: Config, api: Any, stdin: TextIO,
               out: TextIO) -> None:
     if args.command == "check":
+        check_hook(args.hook, out)
         check(config, api, out)
     elif args.command == "pair":
         phrase = args.phrase

@@ -162,7 +162,7 @@ def _steps_aside(scene, outcome):
     this module alone is refused because nobody decided."""
     result = scene.pamtester([scene.user.password])
     assert result.ok, result
-    scene.install_service(toopher_only(scene.shim, scene.config_path))
+    scene.install_service(toopher_only(scene.hook, scene.config_path))
     alone = scene.pamtester([])
     assert alone.failed_with("PAM_PERM_DENIED"), alone
     assert [line["outcome"] for line in scene.audit_lines()] == [outcome, outcome]
@@ -187,7 +187,7 @@ def test_unpaired_allow_is_ignored(scene, srv):
 
 def test_user_not_local(scene, srv):
     ready(scene, srv, rule=None)
-    scene.install_service(toopher_only(scene.shim, scene.config_path))
+    scene.install_service(toopher_only(scene.hook, scene.config_path))
     result = scene.pamtester([], user="tphr-nobody-here")
     assert result.failed_with("PAM_USER_UNKNOWN"), result
     assert scene.audit()["outcome"] == "user_unknown"
@@ -285,7 +285,7 @@ def test_second_factor_only_stack(scene, srv, rule, options, succeeds, outcome):
     options = {k: v.format(user=scene.user.name) for k, v in options.items()}
     ready(scene, srv, rule=rule, paired=rule is not None, **options)
     scene.install_service([
-        toopher_line(scene.shim, scene.config_path,
+        toopher_line(scene.hook, scene.config_path,
                      "[success=done ignore=ignore default=die]"),
         "auth required pam_permit.so",
         "account required pam_permit.so"])

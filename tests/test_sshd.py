@@ -31,14 +31,14 @@ pytestmark = pytest.mark.usefixtures("root_only")
 def password_stack(scene):
     """docs/pam.md, "sshd: password + push": common-auth, then the module."""
     return ["auth requisite pam_unix.so",
-            toopher_line(scene.shim, scene.config_path),
+            toopher_line(scene.hook, scene.config_path),
             "account required pam_unix.so",
             "session required pam_permit.so"]
 
 
 def key_stack(scene):
     """docs/pam.md, "sshd: key + push": only the second factor."""
-    return [toopher_line(scene.shim, scene.config_path,
+    return [toopher_line(scene.hook, scene.config_path,
                          "[success=done ignore=ignore default=die]"),
             "auth required pam_permit.so",
             "account required pam_unix.so",

@@ -31,7 +31,7 @@ def sudo_scene(scene, srv, passwd_tries=1, **options):
     pair(srv, scene.user.name)
     scene.write_config(**settings(srv, **options))
     scene.service = PamService(["auth requisite pam_unix.so",
-                                toopher_line(scene.shim, scene.config_path),
+                                toopher_line(scene.hook, scene.config_path),
                                 "account required pam_unix.so",
                                 "session required pam_permit.so"],
                                name=f"sudo-{unique_name()}")
