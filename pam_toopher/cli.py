@@ -136,11 +136,12 @@ def pair(api: Any, user: str, phrase: str, out: TextIO, *, timeout: float = PAIR
 
 def try_login(config_path: str, user: str, service: str, rhost: Optional[str],
                conversation: Any, out: TextIO, api_factory: ApiFactory,
-               load: Callable[[str], Config] = load_config) -> Outcome:
+               load: Callable[[str], Config] = load_config,
+               clock: Clock = SystemClock()) -> Outcome:
     """The module's own flow from a terminal; audited like a real login."""
     request = LoginRequest(user=user, service=service, rhost=rhost, tty=_tty())
     decision = run(request, conversation, config_path=config_path, audit=AuditTrail(),
-                   api_factory=api_factory, load=load)
+                   api_factory=api_factory, load=load, clock=clock)
     print(f"outcome: {decision.outcome.value} ({sanitize(decision.reason, 200)})", file=out)
     return decision.outcome
 
@@ -216,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None, *, api_factory: ApiFactory = default_api_factory,
          load: Callable[[str], Config] = load_config, stdin: TextIO = sys.stdin,
-         stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+         stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr,
+         clock: Clock = SystemClock()) -> int:
     args = build_parser().parse_args(argv)
     from pam_toopher.api import ToopherApiError
 
@@ -227,7 +229,7 @@ def main(argv: Optional[Sequence[str]] = None, *, api_factory: ApiFactory = defa
         if args.command == "test":
             outcome = try_login(args.config, args.user, args.service, args.rhost,
                                  TerminalConversation(stdin, stdout, stderr), stdout,
-                                 api_factory, load)
+                                 api_factory, load, clock)
             return EXIT_OK if outcome is Outcome.GRANTED else EXIT_FAILED
         config = load(args.config)
         api = api_factory(config)

@@ -97,6 +97,7 @@ class Config:
     action: Optional[str] = None
     automation_allowed: bool = False
     otp_fallback: bool = True
+    otp_prompt_after: float = 15.0
     audit_log: Optional[str] = None
     debug: bool = False
 
@@ -228,6 +229,7 @@ OPTION_PARSERS: Dict[str, Callable[[str], object]] = {
     "action": _action_template,
     "automation_allowed": _boolean,
     "otp_fallback": _boolean,
+    "otp_prompt_after": _seconds(0, LOGIN_GRACE_TIME_LIMIT),
     "audit_log": _absolute_path,
     "debug": _boolean,
 }
@@ -280,6 +282,14 @@ def parse_config(text: str, path: str) -> Config:
         line = seen_at.get("auth_timeout", seen_at.get("http_timeout"))
         raise ConfigError(f"{path}, line {line}: key 'auth_timeout' plus http_timeout must stay "
                           f"below {LOGIN_GRACE_TIME:g} seconds (sshd's LoginGraceTime)")
+    # A prompt for the code that would come after the wait is over would leave
+    # a user whose phone is offline no way in.
+    if config.otp_fallback and config.otp_prompt_after >= config.auth_timeout:
+        line = seen_at.get("otp_prompt_after", seen_at.get("auth_timeout"))
+        raise ConfigError(f"{path}, line {line}: key 'otp_prompt_after' "
+                          f"({config.otp_prompt_after:g} s) must be below auth_timeout "
+                          f"({config.auth_timeout:g} s), or the prompt for the code never "
+                          "comes (0 asks for it at once)")
     return config
 
 

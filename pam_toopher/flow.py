@@ -229,6 +229,9 @@ class _Session:
     def second_factor(self) -> Decision:
         from pam_toopher import api as toopher
 
+        offered = self.offer_code_before_push()
+        if offered is not None and offered and not is_otp(offered):
+            return Decision(Outcome.WRONG_OTP, f"the answer is not a {OTP_LENGTH}-digit code")
         try:
             status = self.start_authentication()
         except toopher.UserDisabledError:
@@ -238,7 +241,34 @@ class _Session:
             if refusal is not None:
                 return refusal
             status = self.start_authentication()
-        return self.await_answer(status)
+        if offered:
+            return self.check_code(status, offered)
+        return self.await_answer(status, told=offered is not None)
+
+    def offer_code_before_push(self) -> Optional[str]:
+        """Where info messages are held back (sshd), nothing said after the
+        push reaches the user before a prompt would, and a prompt after the
+        push costs a keypress after approving.  So the one keypress comes
+        first: Enter sends the push (and the approval alone then logs in),
+        or the code from the app is typed at once.  Returns the answer ("" for
+        Enter), or None where messages show at once (the push goes first).
+        The wait for the phone is counted from the push, not from here."""
+        if not self.request.messages_deferred or self._code_prompt_at_once():
+            return None
+        if self.config.otp_fallback:
+            text = ("Toopher: press Enter to send a push to your phone, or type the "
+                    f"{OTP_LENGTH}-digit code from your app: ")
+        else:
+            text = "Toopher: press Enter to send a push to your phone: "
+        answer = self.ask(text)
+        self.deadline = self.clock.now() + self.config.auth_timeout
+        self.client.deadline = self.deadline + self.config.http_timeout
+        return answer if self.config.otp_fallback else ""
+
+    def _code_prompt_at_once(self) -> bool:
+        """otp_prompt_after = 0: the one prompt of 0.1.0 right after the push,
+        "approve, then press Enter (or type the code)", in every service."""
+        return self.config.otp_fallback and self.config.otp_prompt_after <= 0
 
     def start_authentication(self) -> Any:
         """Send the push; a host the user has never logged in to from is
@@ -309,34 +339,66 @@ class _Session:
         self.client.deadline = max(self.deadline, self.clock.now()) + self.config.http_timeout
         return answer
 
-    def announce(self, what: str) -> None:
+    def announce(self, what: str, code_in: Optional[float] = None) -> None:
         """Tell the user what to do on the phone before waiting for it.  Where
         info messages are held back (sshd) only a prompt reaches the user in
-        time, so ask one; its answer is not needed."""
+        time, so ask one; its answer is not needed.  ``code_in``: seconds
+        until the prompt for the code from the app."""
         if self.request.messages_deferred:
             self.ask(f"Toopher: {what}, then press Enter: ")
-        else:
-            self.conversation.info(f"Toopher: {what} (waiting up to "
-                                   f"{self.remaining():.0f} s)...")
+            return
+        later = "" if code_in is None else \
+            f"; phone offline? a prompt for the code from your app comes in {code_in:.0f} s"
+        self.conversation.info(f"Toopher: {what} (waiting up to {self.remaining():.0f} s"
+                               f"{later})...")
 
-    def await_answer(self, status: Any) -> Decision:
-        if status.pending:
-            if self.config.otp_fallback:
-                answer = self.ask("Toopher: approve the request on your phone, then press "
-                                  f"Enter (or type the {OTP_LENGTH}-digit code from the app): ")
-                if answer:
-                    if not is_otp(answer):
-                        return Decision(Outcome.WRONG_OTP, "the answer is not a "
-                                        f"{OTP_LENGTH}-digit code", status.id)
-                    return self.judge(self.client.authenticate_with_otp(status.id, answer),
-                                      by_otp=True)
-            else:
-                self.announce("approve the request on your phone")
-            status = wait_until_answered(
-                lambda long_poll: self.client.get_authentication_status(
-                    status.id, long_poll=long_poll),
-                self.deadline, self.clock)
-        return self.judge(status, by_otp=False)
+    def await_answer(self, status: Any, told: bool = False) -> Decision:
+        """Wait for the phone after the push.  The approval alone ends the
+        wait (no keypress after it), except with otp_prompt_after = 0.  With
+        otp_fallback, a user whose phone has not answered after
+        otp_prompt_after seconds is asked for the code from the app (Enter
+        keeps waiting).  ``told``: the user already knows a push is coming
+        (sshd's prompt before it)."""
+        if not status.pending:
+            return self.judge(status, by_otp=False)
+        config = self.config
+        if self._code_prompt_at_once():
+            answer = self.ask("Toopher: approve the request on your phone, then press "
+                              f"Enter (or type the {OTP_LENGTH}-digit code from the app): ")
+            if answer:
+                return self.check_code(status, answer)
+            return self.judge(self.wait(status, self.deadline), by_otp=False)
+        if not told:
+            self.announce("approve the request on your phone",
+                          code_in=config.otp_prompt_after if config.otp_fallback else None)
+        if config.otp_fallback:
+            status = self.wait(status, min(self.deadline,
+                                           self.clock.now() + config.otp_prompt_after))
+            if not status.pending or self.clock.now() >= self.deadline:
+                return self.judge(status, by_otp=False)
+            answer = self.ask("Toopher: no answer from your phone yet. Type the "
+                              f"{OTP_LENGTH}-digit code from your app, or press Enter to "
+                              "keep waiting: ")
+            if answer:
+                return self.check_code(status, answer)
+        return self.judge(self.wait(status, self.deadline), by_otp=False)
+
+    def wait(self, status: Any, until: float) -> Any:
+        """Long-poll our request's status until answered or ``until``."""
+        if not status.pending:
+            return status
+        request_id = status.id
+        return wait_until_answered(
+            lambda long_poll: self.client.get_authentication_status(
+                request_id, long_poll=long_poll),
+            until, self.clock)
+
+    def check_code(self, status: Any, answer: str) -> Decision:
+        """The code the user typed, checked by the service against our request."""
+        if not is_otp(answer):
+            return Decision(Outcome.WRONG_OTP, f"the answer is not a {OTP_LENGTH}-digit code",
+                            status.id)
+        return self.judge(self.client.authenticate_with_otp(status.id, answer), by_otp=True)
 
     def judge(self, status: Any, by_otp: bool) -> Decision:
         """Granted only for our request, answered, approved, and not by an

@@ -20,6 +20,7 @@ from tests.support.pam import toopher_line, toopher_only
 from tests.support.server import RunningServer
 
 AUTH_TIMEOUT = 3
+OTP_PROMPT_AFTER = 1  # a phone that has not answered in 1 s: ask for the code
 
 
 pytestmark = pytest.mark.usefixtures("root_only")
@@ -34,7 +35,7 @@ def tls_srv():
 
 def settings(server, **options):
     values = dict(api_url=server.url, consumer_key=server.key, consumer_secret=server.secret,
-                  auth_timeout=AUTH_TIMEOUT, http_timeout=5)
+                  auth_timeout=AUTH_TIMEOUT, http_timeout=5, otp_prompt_after=OTP_PROMPT_AFTER)
     values.update(options)
     return values
 
@@ -69,9 +70,9 @@ def closed_port() -> int:
 
 def test_approved(scene, srv):
     ready(scene, srv)
-    result = scene.pamtester([scene.user.password, ""])
+    result = scene.pamtester([scene.user.password])  # nothing to type after the password
     assert result.ok, result
-    assert "approve the request on your phone" in result.stderr  # the prompt
+    assert "approve the request on your phone" in result.stdout  # an info message
     audit = scene.audit()
     assert audit["outcome"] == "granted"
     assert (audit["user"], audit["service"], audit["rhost"]) == (
@@ -99,9 +100,11 @@ def test_no_answer_times_out(scene, srv):
 
 
 def test_valid_otp(scene, srv):
+    """The phone is offline: after OTP_PROMPT_AFTER the code is asked for."""
     ready(scene, srv, rule="never")
     result = scene.pamtester([scene.user.password, srv.phone.otp(scene.user.name)])
     assert result.ok, result
+    assert "no answer from your phone yet" in result.stderr  # the prompt
     assert scene.audit()["outcome"] == "granted"
 
 
