@@ -21,9 +21,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import string
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 from urllib.parse import urlsplit
 
 from pam_toopher.text import sanitize
@@ -77,9 +75,16 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
-@dataclass(frozen=True)
-class Config:
-    """Validated settings; see config/toopher.conf.example for each option."""
+# Read once per process: a login is one short process (sshd's PAM child, sudo).
+_HOST_NAME = socket.gethostname()
+
+
+class Config(NamedTuple):
+    """Validated settings; see config/toopher.conf.example for each option.
+
+    A NamedTuple, not a dataclass: every login, skipped ones included, builds
+    one, and importing dataclasses (inspect, ast, ...) plus generating its
+    methods cost ~10 ms per login (docs/pam.md, Speed)."""
 
     path: str
     api_url: str
@@ -92,8 +97,8 @@ class Config:
     users: Tuple[str, ...] = ("*",)
     groups: Tuple[str, ...] = ("*",)
     unpaired: str = "deny"
-    terminal_id: str = field(default_factory=socket.gethostname)
-    terminal_name: str = field(default_factory=socket.gethostname)
+    terminal_id: str = _HOST_NAME
+    terminal_name: str = _HOST_NAME
     action: Optional[str] = None
     automation_allowed: bool = False
     otp_fallback: bool = True
@@ -198,6 +203,8 @@ def _absolute_path(value: str) -> str:
 
 def _action_template(value: str) -> str:
     try:
+        import string  # only a config with an action template pays for it
+
         parsed = list(string.Formatter().parse(value))
     except ValueError:
         raise ValueError("has unbalanced { or }") from None

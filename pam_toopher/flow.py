@@ -18,9 +18,9 @@ import os
 import pwd
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
-from typing import Any, Callable, ContextManager, Optional, Protocol, Sequence, Tuple, TypeVar
+from typing import (Any, Callable, ContextManager, NamedTuple, Optional, Protocol, Sequence,
+                    Tuple, TypeVar)
 
 from pam_toopher.audit import (LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING,
                                AuditTrail, format_fields)
@@ -79,8 +79,10 @@ class Interrupted(BaseException):
     A BaseException so that no ``except Exception`` on the way swallows it."""
 
 
-@dataclass(frozen=True)
-class LoginRequest:
+# The records below are NamedTuples, not dataclasses: a skipped login must
+# not pay ~10 ms for importing dataclasses (see docs/pam.md, Speed).
+
+class LoginRequest(NamedTuple):
     """What PAM (or the admin command) knows about this login."""
 
     user: str
@@ -93,8 +95,7 @@ class LoginRequest:
     messages_deferred: bool = False
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     outcome: Outcome
     reason: str
     request_id: Optional[str] = None
@@ -167,7 +168,7 @@ def run(request: LoginRequest, conversation: Conversation, *, config_path: str,
 
         decision = Decision(Outcome.INTERNAL_ERROR, f"unexpected {type(exc).__name__}",
                             details=tuple(traceback.format_exc().splitlines()))
-    decision = replace(decision, elapsed=clock.now() - started)
+    decision = decision._replace(elapsed=clock.now() - started)
     _tell_outcome(conversation, decision)
     audit.record(_SEVERITY.get(decision.outcome, LOG_NOTICE),
                  format_fields(audit_fields(request, decision)), decision.details,
@@ -429,8 +430,7 @@ def is_otp(answer: str) -> bool:
     return len(answer) == OTP_LENGTH and answer.isascii() and answer.isdigit()
 
 
-@dataclass(frozen=True)
-class Account:
+class Account(NamedTuple):
     name: str
     groups: Tuple[str, ...]
 

@@ -18,7 +18,6 @@ Only plain ``str`` values read from it are logged.
 from __future__ import annotations
 
 import os
-import signal
 from contextlib import contextmanager, nullcontext
 from typing import Any, Iterator, List, NamedTuple, Optional
 
@@ -156,6 +155,8 @@ def ctrl_c_cancels() -> Iterator[None]:
     we took is re-raised, so it stays pending for sudo, which ends as it
     does on any Ctrl-C.  Anything unexpected: leave sudo's state alone.
     """
+    import signal  # only sudo pays for these
+
     try:
         import ctypes
 

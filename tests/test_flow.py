@@ -4,7 +4,6 @@ import os
 import pwd
 import subprocess
 import textwrap
-from dataclasses import replace
 
 import pytest
 
@@ -41,7 +40,7 @@ class World:
         self.request = LoginRequest(user=ME, service="sshd", rhost="203.0.113.5", tty="ssh")
 
     def login(self, **request_changes):
-        self.request = replace(self.request, **request_changes)
+        self.request = self.request._replace(**request_changes)
         return run(self.request, self.person, config_path=self.config.path,
                    audit=AuditTrail(syslog=lambda sev, line: self.syslog.append((sev, line))),
                    api_factory=factory_for(self.api), clock=self.clock,
