@@ -9,12 +9,19 @@ nowhere else to complain); the audit file is the dependable record then.
 
 from __future__ import annotations
 
+import _socket  # the C half of socket: see write_syslog
 import os
-import socket
 import time
-from typing import Callable, Iterable, Optional, Sequence, Tuple
 
 from pam_toopher.text import sanitize
+
+# typing only for the type checker: importing it costs every login ~3 ms
+# (pam_toopher/record.py, docs/pam.md "Speed").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Iterable, Optional, Sequence, Tuple
+
+    SyslogSink = Callable[[int, str], None]
 
 __all__ = ["IDENT", "LOG_ERR", "LOG_WARNING", "LOG_NOTICE", "LOG_INFO", "LOG_DEBUG",
            "SyslogSink", "write_syslog", "format_fields", "AuditTrail"]
@@ -25,18 +32,22 @@ LOG_AUTHPRIV = 10 << 3
 LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO, LOG_DEBUG = 3, 4, 5, 6, 7
 MAX_LINE = 2000
 
-SyslogSink = Callable[[int, str], None]
-
-
 def write_syslog(severity: int, message: str) -> None:
     """Send one authpriv line to the local syslog daemon, if there is one."""
     packet = f"<{LOG_AUTHPRIV | severity}>{IDENT}[{os.getpid()}]: {message}"
+    # _socket, not socket: the socket module's enum and selectors setup costs
+    # ~3 ms per login, skipped ones included, for three calls it does not change.
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.connect(SYSLOG_SOCKET)
-            sock.send(packet.encode("utf-8", "replace"))
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    except OSError:
+        return
+    try:
+        sock.connect(SYSLOG_SOCKET)
+        sock.send(packet.encode("utf-8", "replace"))
     except OSError:
         pass
+    finally:
+        sock.close()
 
 
 def _quote(value: object) -> str:

@@ -19,12 +19,19 @@ be trusted cannot tell us to fail open either.
 from __future__ import annotations
 
 import os
-import socket
 import stat
-from typing import Callable, Dict, NamedTuple, Optional, Tuple
 from urllib.parse import urlsplit
 
 from pam_toopher.text import sanitize
+
+# typing only for the type checker: importing it costs every login ~3 ms
+# (pam_toopher/record.py, docs/pam.md "Speed").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, Optional, Tuple
+    from typing import NamedTuple as Record
+else:
+    from pam_toopher.record import Record
 
 __all__ = ["ConfigError", "Config", "Secret", "DEFAULT_PATH", "load_config", "parse_config",
            "ACTION_FIELDS", "LOGIN_GRACE_TIME_LIMIT", "OPTION_PARSERS"]
@@ -76,15 +83,16 @@ class Secret:
 
 
 # Read once per process: a login is one short process (sshd's PAM child, sudo).
-_HOST_NAME = socket.gethostname()
+# (os.uname, not socket.gethostname: the same value, without importing socket.)
+_HOST_NAME = os.uname().nodename
 
 
-class Config(NamedTuple):
+class Config(Record):
     """Validated settings; see config/toopher.conf.example for each option.
 
-    A NamedTuple, not a dataclass: every login, skipped ones included, builds
-    one, and importing dataclasses (inspect, ast, ...) plus generating its
-    methods cost ~10 ms per login (docs/pam.md, Speed)."""
+    A NamedTuple to the type checker, a pam_toopher.record.Record at run
+    time, not a dataclass: every login, skipped ones included, builds one,
+    and importing dataclasses and typing costs ~10 ms (docs/pam.md, Speed)."""
 
     path: str
     api_url: str
@@ -292,8 +300,8 @@ def parse_config(text: str, path: str) -> Config:
     # A prompt for the code that would come after the wait is over would leave
     # a user whose phone is offline no way in.
     if config.otp_fallback and config.otp_prompt_after >= config.auth_timeout:
-        line = seen_at.get("otp_prompt_after", seen_at.get("auth_timeout"))
-        raise ConfigError(f"{path}, line {line}: key 'otp_prompt_after' "
+        at = seen_at.get("otp_prompt_after", seen_at.get("auth_timeout"))
+        raise ConfigError(f"{path}, line {at}: key 'otp_prompt_after' "
                           f"({config.otp_prompt_after:g} s) must be below auth_timeout "
                           f"({config.auth_timeout:g} s), or the prompt for the code never "
                           "comes (0 asks for it at once)")

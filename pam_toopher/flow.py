@@ -19,13 +19,26 @@ import pwd
 import time
 from contextlib import nullcontext
 from fnmatch import fnmatchcase
-from typing import (Any, Callable, ContextManager, NamedTuple, Optional, Protocol, Sequence,
-                    Tuple, TypeVar)
 
 from pam_toopher.audit import (LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING,
                                AuditTrail, format_fields)
 from pam_toopher.config import Config, ConfigError, load_config
 from pam_toopher.text import sanitize
+
+# typing only for the type checker: importing it costs every login ~3 ms
+# (pam_toopher/record.py, docs/pam.md "Speed").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import (Any, Callable, ContextManager, Optional, Protocol, Sequence, Tuple,
+                        TypeVar)
+    from typing import NamedTuple as Record
+
+    T = TypeVar("T")
+    ApiFactory = Callable[[Config], Any]
+else:
+    from pam_toopher.record import Protocol, Record
+
+    ApiFactory = "Callable[[Config], Any]"  # for run-time importers; see the branch above
 
 __all__ = ["Outcome", "Interrupted", "LoginRequest", "Decision", "Conversation", "Clock", "SystemClock",
            "Account", "lookup_account", "needs_second_factor", "describe_action",
@@ -79,10 +92,11 @@ class Interrupted(BaseException):
     A BaseException so that no ``except Exception`` on the way swallows it."""
 
 
-# The records below are NamedTuples, not dataclasses: a skipped login must
-# not pay ~10 ms for importing dataclasses (see docs/pam.md, Speed).
+# The records below are NamedTuples to the type checker and pam_toopher.record
+# Records at run time, not dataclasses: a skipped login must not pay ~10 ms
+# for importing dataclasses and typing (see docs/pam.md, Speed).
 
-class LoginRequest(NamedTuple):
+class LoginRequest(Record):
     """What PAM (or the admin command) knows about this login."""
 
     user: str
@@ -95,7 +109,7 @@ class LoginRequest(NamedTuple):
     messages_deferred: bool = False
 
 
-class Decision(NamedTuple):
+class Decision(Record):
     outcome: Outcome
     reason: str
     request_id: Optional[str] = None
@@ -128,8 +142,6 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
-
-ApiFactory = Callable[[Config], Any]
 
 
 def default_api_factory(config: Config) -> Any:
@@ -430,7 +442,7 @@ def is_otp(answer: str) -> bool:
     return len(answer) == OTP_LENGTH and answer.isascii() and answer.isdigit()
 
 
-class Account(NamedTuple):
+class Account(Record):
     name: str
     groups: Tuple[str, ...]
 
@@ -485,9 +497,6 @@ def describe_action(config: Config, request: LoginRequest) -> str:
         if request.rhost:
             text += f" from {request.rhost}"
     return sanitize(" ".join(text.split()), MAX_ACTION_LENGTH)
-
-
-T = TypeVar("T")
 
 
 def wait_until_answered(fetch: Callable[[Optional[float]], T], deadline: float,

@@ -29,7 +29,7 @@ import os
 import stat
 import subprocess
 import tempfile
-from typing import NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional
 
 __all__ = ["DEFAULT_HOOK_PATH", "PAM_PYTHON_INTERPRETER", "HookError", "HookReport",
            "check_hook", "insecure_reason", "install_hook", "package_parent", "render_hook",
@@ -236,9 +236,10 @@ def check_hook(path: str = DEFAULT_HOOK_PATH,
     /lib/python3/dist-packages)."""
     if not os.path.isfile(path):
         raise HookError(f"{path}: no such file; run: toopher-pam install-hook {path}")
+    no_environment: Dict[str, str] = {}
     try:
         completed = subprocess.run(["python3", "-I", "-c", _PROBE, path],
-                                   check=False, executable=interpreter, env={}, cwd="/",
+                                   check=False, executable=interpreter, env=no_environment, cwd="/",
                                    capture_output=True, text=True, timeout=CHECK_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise HookError(f"cannot run {interpreter}: {exc}") from None

@@ -19,12 +19,20 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator, List, NamedTuple, Optional
 
 from pam_toopher.audit import LOG_DEBUG, LOG_ERR, AuditTrail, format_fields, write_syslog
 from pam_toopher.config import DEFAULT_PATH
 from pam_toopher.flow import Interrupted, LoginRequest, Outcome, run
 from pam_toopher.text import sanitize
+
+# typing only for the type checker: importing it costs every login ~3 ms
+# (pam_toopher/record.py, docs/pam.md "Speed").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterator, List, Optional
+    from typing import NamedTuple as Record
+else:
+    from pam_toopher.record import Record
 
 __all__ = ["pam_sm_authenticate", "pam_sm_setcred", "pam_sm_acct_mgmt",
            "pam_sm_open_session", "pam_sm_close_session", "pam_sm_chauthtok",
@@ -56,7 +64,7 @@ SUDO_SERVICES = ("sudo", "sudo-i")
 MAX_COMMAND_LENGTH = 160
 
 
-class HookArguments(NamedTuple):
+class HookArguments(Record):
     config_path: str
     audit_log: Optional[str]
     debug: bool

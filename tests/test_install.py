@@ -22,7 +22,7 @@ import pytest
 from pam_toopher.hook_file import (HookError, check_hook, install_hook, render_hook,
                                    write_file_atomically)
 from tests.conftest import REPO_ROOT, require_root
-from tests.support.pam import run_pamtester, toopher_only
+from tests.support.pam import toopher_only
 from tests.support.system import system_env
 from tests.test_pam import pair, settings
 from tests.test_sshd import PASSWORD_PROMPT, PUSH_PROMPT, explain, finish, marker, \
