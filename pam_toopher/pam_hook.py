@@ -1,12 +1,12 @@
 """The pam_python hook: the only code that touches ``pamh``.
 
-PAM line::
+PAM line (the hook file, written by ``toopher-pam install-hook`` or shipped
+by the .deb, imports this module; see hook_file.py)::
 
-    auth required pam_python.so /path/to/pam_toopher/pam_hook.py [config=PATH] [audit_log=PATH] [debug]
+    auth required pam_python.so /lib/security/pam_toopher.py [config=PATH] [audit_log=PATH] [debug]
 
-pam_python executes this file (it is not imported as part of the package),
-once per PAM handle, under Debian's /usr/bin/python3 in isolated mode; hence
-absolute imports only.  Everything that decides lives in ``flow``; this file
+pam_python executes the hook file once per PAM handle, under Debian's
+/usr/bin/python3 in isolated mode.  Everything that decides lives in ``flow``; this file
 reads the PAM items one by one, adapts the PAM conversation, maps the
 outcome to a PAM code and never lets an exception escape.
 
