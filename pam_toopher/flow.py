@@ -382,8 +382,11 @@ class _Session:
                 return self.check_code(status, answer)
             return self.judge(self.wait(status, self.deadline), by_otp=False)
         if not told:
+            # Promise the prompt for the code only if it comes before the wait ends
+            # (inline pairing may have used most of it).
+            code_comes = config.otp_fallback and config.otp_prompt_after < self.remaining()
             self.announce("approve the request on your phone",
-                          code_in=config.otp_prompt_after if config.otp_fallback else None)
+                          code_in=config.otp_prompt_after if code_comes else None)
         if config.otp_fallback:
             status = self.wait(status, min(self.deadline,
                                            self.clock.now() + config.otp_prompt_after))

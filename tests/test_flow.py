@@ -603,3 +603,14 @@ def test_an_interruption_during_the_wait_refuses_with_one_audit_line():
     assert [line for _s, line in world.syslog if "outcome=aborted" in line]
     assert len(world.syslog) == 1
     assert world.person.shown[-1] == ("error", "Toopher: cancelled.")
+
+
+def test_no_code_prompt_is_promised_when_it_would_come_after_the_wait():
+    """Inline pairing used most of auth_timeout: the user is not told of a
+    prompt for the code that cannot come."""
+    world = World(unpaired="pair", auth_timeout=20.0)
+    world.api.pairing = "unpaired"
+    world.person.prompt_echo_on = lambda text: world.clock.sleep(10.0) or "correct horse"
+    assert world.login().outcome is Outcome.GRANTED
+    infos = [text for kind, text in world.person.shown if kind == "info"]
+    assert infos[-1].startswith("Toopher: approve the request on your phone (waiting up to 10 s)")
