@@ -27,7 +27,8 @@ from pam_toopher.flow import (ApiFactory, Clock, Outcome, LoginRequest, SystemCl
                               default_api_factory, run, wait_until_answered)
 from pam_toopher.text import sanitize
 
-__all__ = ["main", "check", "check_hook", "install_hook", "pair", "try_login", "status", "set_enabled", "reset",
+__all__ = ["main", "check", "check_hook", "install_hook", "pair", "try_login", "status",
+           "set_enabled", "reset",
            "TerminalConversation", "CliError"]
 
 PROG = "toopher-pam"
