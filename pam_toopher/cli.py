@@ -22,14 +22,13 @@ from typing import Any, Callable, Optional, Sequence, TextIO
 
 from pam_toopher.audit import AuditTrail
 from pam_toopher.config import DEFAULT_PATH, Config, ConfigError, load_config
-from pam_toopher.hook_file import DEFAULT_HOOK_PATH
 from pam_toopher.flow import (ApiFactory, Clock, Outcome, LoginRequest, SystemClock,
                               default_api_factory, run, wait_until_answered)
+from pam_toopher.hook_file import DEFAULT_HOOK_PATH
 from pam_toopher.text import sanitize
 
 __all__ = ["main", "check", "check_hook", "install_hook", "pair", "try_login", "status",
-           "set_enabled", "reset",
-           "TerminalConversation", "CliError"]
+           "set_enabled", "reset", "TerminalConversation", "CliError"]
 
 PROG = "toopher-pam"
 # The recommended limit for a pairing to be accepted on the phone.
