@@ -8,7 +8,10 @@ from tests.conftest import REPO_ROOT, require_root
 
 def test_the_approval_alone_logs_in_within_250_ms():
     require_root()
-    completed = subprocess.run([str(REPO_ROOT / "tools" / "bench-login"), "--approvals", "4"],
+    # 20 logins, so that p95 is the second slowest: one login delayed by a busy
+    # machine does not decide the test.
+    completed = subprocess.run([str(REPO_ROOT / "tools" / "bench-login"), "--approvals", "20",
+                                "--max-delay", "0.6"],
                                capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     row = re.search(r"\| pam_toopher, default settings \| (\d+) ms \| (\d+) ms \| (\d+) ms \|",
