@@ -143,7 +143,6 @@ class SystemClock:
         time.sleep(seconds)
 
 
-
 def default_api_factory(config: Config) -> Any:
     """The real client; imported here, not at the top, to keep skips cheap."""
     from pam_toopher.api import ToopherApi
@@ -243,7 +242,7 @@ class _Session:
         from pam_toopher import api as toopher
 
         offered = self.offer_code_before_push()
-        if offered is not None and offered and not is_otp(offered):
+        if offered and not is_otp(offered):  # refused before any push is sent
             return Decision(Outcome.WRONG_OTP, f"the answer is not a {OTP_LENGTH}-digit code")
         try:
             status = self.start_authentication()
