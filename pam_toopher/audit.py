@@ -17,16 +17,24 @@ whatever file-size limit (``ulimit -f``) the caller left to sudo.
 
 from __future__ import annotations
 
+import _socket  # the C half of socket: see write_syslog
 import errno
 import os
-import socket
 import stat
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Optional, Sequence, Tuple
 
 from pam_toopher.paths import UntrustedPathError, open_trusted, writable_by_others
 from pam_toopher.text import sanitize
+
+# typing only for the type checker: importing it costs every login ~3 ms
+# (pam_toopher/record.py, docs/pam.md "Speed").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Iterable, Iterator, Optional, Sequence, Tuple
+
+    # Returns False when the line surely did not get through (None: cannot tell).
+    SyslogSink = Callable[[int, str], Optional[bool]]
 
 __all__ = ["IDENT", "LOG_ERR", "LOG_WARNING", "LOG_NOTICE", "LOG_INFO", "LOG_DEBUG",
            "SyslogSink", "write_syslog", "format_fields", "AuditTrail", "AuditFileError",
@@ -40,21 +48,25 @@ MAX_LINE = 2000
 # A syslog daemon that does not read its socket must not hold the login.
 SYSLOG_SEND_TIMEOUT = 2.0
 
-# Returns False when the line surely did not get through (None: cannot tell).
-SyslogSink = Callable[[int, str], Optional[bool]]
-
 
 def write_syslog(severity: int, message: str) -> bool:
     """Send one authpriv line to the local syslog daemon; False when there
     is none (or it did not take the line)."""
     packet = f"<{LOG_AUTHPRIV | severity}>{IDENT}[{os.getpid()}]: {message}"
+    # _socket, not socket: the socket module's enum and selectors setup costs
+    # ~3 ms per login, skipped ones included, for three calls it does not change.
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(SYSLOG_SEND_TIMEOUT)
-            sock.connect(SYSLOG_SOCKET)
-            sock.send(packet.encode("utf-8", "replace"))
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
     except OSError:
         return False
+    try:
+        sock.settimeout(SYSLOG_SEND_TIMEOUT)
+        sock.connect(SYSLOG_SOCKET)
+        sock.send(packet.encode("utf-8", "replace"))
+    except OSError:
+        return False
+    finally:
+        sock.close()
     return True
 
 

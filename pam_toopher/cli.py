@@ -1,6 +1,7 @@
 """``toopher-pam``: check the setup, pair users, try a login, manage users.
 
-    toopher-pam [--config PATH] check
+    toopher-pam [--config PATH] check [--hook PATH]
+    toopher-pam install-hook [PATH]
     toopher-pam [--config PATH] pair USER [--phrase PHRASE] [--timeout SECONDS]
     toopher-pam [--config PATH] test USER [--service NAME] [--rhost HOST]
     toopher-pam [--config PATH] status|enable|disable|reset USER
@@ -25,13 +26,14 @@ from pam_toopher.errors import (ToopherApiError, ToopherRefusedError, ToopherTLS
                                 ToopherUnavailableError, UserUnknownError)
 from pam_toopher.flow import (ApiFactory, Clock, Outcome, LoginRequest, SystemClock,
                               ToopherClient, default_api_factory, run, wait_until_answered)
+from pam_toopher.hook_file import DEFAULT_HOOK_PATH
 from pam_toopher.text import sanitize
 
 if TYPE_CHECKING:
     from pam_toopher.models import UserStatus
 
-__all__ = ["main", "check", "pair", "try_login", "status", "set_enabled", "reset",
-           "TerminalConversation", "CliError"]
+__all__ = ["main", "check", "check_hook", "install_hook", "pair", "try_login", "status",
+           "set_enabled", "reset", "TerminalConversation", "CliError"]
 
 PROG = "toopher-pam"
 # The recommended limit for a pairing to be accepted on the phone.
@@ -104,6 +106,30 @@ def check(config: Config, api: ToopherClient, out: TextIO) -> None:
     print(f"{config.api_url}: credentials accepted", file=out)
 
 
+def check_hook(path: str, out: TextIO) -> None:
+    """The hook file loads the module the way pam_python does inside sshd."""
+    from pam_toopher import hook_file
+
+    try:
+        report = hook_file.check_hook(path)
+    except hook_file.HookError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{path}: loads {os.path.dirname(report.module)} as sshd runs it", file=out)
+
+
+def install_hook(path: str, out: TextIO) -> None:
+    """Write the hook file naming the directory this package was installed in."""
+    from pam_toopher import hook_file
+
+    try:
+        directory = hook_file.install_hook(path)
+        report = hook_file.check_hook(path)
+    except hook_file.HookError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{path}: written; it loads {os.path.dirname(report.module)} "
+          f"(from {directory}) as sshd runs it", file=out)
+
+
 def pair(api: ToopherClient, user: str, phrase: str, out: TextIO, *,
          timeout: float = PAIRING_TIMEOUT, clock: Clock = SystemClock()) -> None:
     """Submit the phrase the user's app shows, then wait for the phone to accept."""
@@ -123,11 +149,12 @@ def pair(api: ToopherClient, user: str, phrase: str, out: TextIO, *,
 
 def try_login(config_path: str, user: str, service: str, rhost: Optional[str],
                conversation: Any, out: TextIO, api_factory: ApiFactory,
-               load: Callable[[str], Config] = load_config) -> Outcome:
+               load: Callable[[str], Config] = load_config,
+               clock: Clock = SystemClock()) -> Outcome:
     """The module's own flow from a terminal; audited like a real login."""
     request = LoginRequest(user=user, service=service, rhost=rhost, tty=_tty())
     decision = run(request, conversation, config_path=config_path, audit=AuditTrail(),
-                   api_factory=api_factory, load=load)
+                   api_factory=api_factory, load=load, clock=clock)
     print(f"outcome: {decision.outcome.value} ({sanitize(decision.reason, 200)})", file=out)
     return decision.outcome
 
@@ -173,7 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default=DEFAULT_PATH,
                         help=f"configuration file (default {DEFAULT_PATH})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("check", help="validate the config file and the credentials")
+    checking = commands.add_parser("check", help="validate the hook file, the config file and "
+                                   "the credentials")
+    checking.add_argument("--hook", default=DEFAULT_HOOK_PATH,
+                          help=f"the file pam_python runs (default {DEFAULT_HOOK_PATH})")
+    hooking = commands.add_parser("install-hook", help="write the file pam_python runs, naming "
+                                  "the directory this package is installed in")
+    hooking.add_argument("path", nargs="?", default=DEFAULT_HOOK_PATH,
+                         help=f"where (default {DEFAULT_HOOK_PATH})")
     pairing = commands.add_parser("pair", help="pair USER with the Toopher app")
     pairing.add_argument("user")
     pairing.add_argument("--phrase", help="the pairing phrase the app shows (else asked)")
@@ -194,13 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None, *, api_factory: ApiFactory = default_api_factory,
          load: Callable[[str], Config] = load_config, stdin: TextIO = sys.stdin,
-         stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+         stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr,
+         clock: Clock = SystemClock()) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "install-hook":  # comes before any config exists
+            install_hook(args.path, stdout)
+            return EXIT_OK
         if args.command == "test":
             outcome = try_login(args.config, args.user, args.service, args.rhost,
                                  TerminalConversation(stdin, stdout, stderr), stdout,
-                                 api_factory, load)
+                                 api_factory, load, clock)
             return EXIT_OK if outcome is Outcome.GRANTED else EXIT_FAILED
         config = load(args.config)
         api = api_factory(config)
@@ -220,6 +258,7 @@ def main(argv: Optional[Sequence[str]] = None, *, api_factory: ApiFactory = defa
 def _dispatch(args: argparse.Namespace, config: Config, api: ToopherClient, stdin: TextIO,
               out: TextIO) -> None:
     if args.command == "check":
+        check_hook(args.hook, out)
         check(config, api, out)
     elif args.command == "pair":
         phrase = args.phrase

@@ -20,16 +20,21 @@ be trusted cannot tell us to fail open either.
 from __future__ import annotations
 
 import os
-import socket
 import stat
-import string
-from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, Optional, Tuple
 from urllib.parse import urlsplit
 
 from pam_toopher.paths import (ROOT_ONLY, UntrustedPathError, open_trusted,
                                writable_by_others)
 from pam_toopher.text import sanitize
+
+# typing only for the type checker: importing it costs every login ~3 ms
+# (pam_toopher/record.py, docs/pam.md "Speed").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, FrozenSet, Optional, Tuple
+    from typing import NamedTuple as Record
+else:
+    from pam_toopher.record import Record
 
 __all__ = ["ConfigError", "Config", "Secret", "DEFAULT_PATH", "load_config", "parse_config",
            "ACTION_FIELDS", "LOGIN_GRACE_TIME_LIMIT", "OPTION_PARSERS"]
@@ -81,9 +86,17 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
-@dataclass(frozen=True)
-class Config:
-    """Validated settings; see config/toopher.conf.example for each option."""
+# Read once per process: a login is one short process (sshd's PAM child, sudo).
+# (os.uname, not socket.gethostname: the same value, without importing socket.)
+_HOST_NAME = os.uname().nodename
+
+
+class Config(Record):
+    """Validated settings; see config/toopher.conf.example for each option.
+
+    A NamedTuple to the type checker, a pam_toopher.record.Record at run
+    time, not a dataclass: every login, skipped ones included, builds one,
+    and importing dataclasses and typing costs ~10 ms (docs/pam.md, Speed)."""
 
     path: str
     api_url: str
@@ -96,11 +109,12 @@ class Config:
     users: Tuple[str, ...] = ("*",)
     groups: Tuple[str, ...] = ("*",)
     unpaired: str = "deny"
-    terminal_id: str = field(default_factory=socket.gethostname)
-    terminal_name: str = field(default_factory=socket.gethostname)
+    terminal_id: str = _HOST_NAME
+    terminal_name: str = _HOST_NAME
     action: Optional[str] = None
     automation_allowed: bool = False
     otp_fallback: bool = True
+    otp_prompt_after: float = 15.0
     audit_log: Optional[str] = None
     debug: bool = False
 
@@ -231,6 +245,8 @@ def _absolute_path(value: str) -> str:
 
 def _action_template(value: str) -> str:
     try:
+        import string  # only a config with an action template pays for it
+
         parsed = list(string.Formatter().parse(value))
     except ValueError:
         raise ValueError("has unbalanced { or }") from None
@@ -262,6 +278,7 @@ OPTION_PARSERS: Dict[str, Callable[[str], object]] = {
     "action": _action_template,
     "automation_allowed": _boolean,
     "otp_fallback": _boolean,
+    "otp_prompt_after": _seconds(0, LOGIN_GRACE_TIME_LIMIT),
     "audit_log": _absolute_path,
     "debug": _boolean,
 }
@@ -314,6 +331,14 @@ def parse_config(text: str, path: str) -> Config:
         at = seen_at.get("auth_timeout", seen_at.get("http_timeout"))
         raise ConfigError(f"{path}, line {at}: key 'auth_timeout' plus http_timeout must stay "
                           f"below {LOGIN_GRACE_TIME:g} seconds (sshd's LoginGraceTime)")
+    # A prompt for the code that would come after the wait is over would leave
+    # a user whose phone is offline no way in.
+    if config.otp_fallback and config.otp_prompt_after >= config.auth_timeout:
+        at = seen_at.get("otp_prompt_after", seen_at.get("auth_timeout"))
+        raise ConfigError(f"{path}, line {at}: key 'otp_prompt_after' "
+                          f"({config.otp_prompt_after:g} s) must be below auth_timeout "
+                          f"({config.auth_timeout:g} s), or the prompt for the code never "
+                          "comes (0 asks for it at once)")
     return config
 
 

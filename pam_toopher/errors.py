@@ -24,7 +24,11 @@ import it on every login at no cost.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Type
+# typing only for the type checker: the flow imports this module on every
+# login, skipped ones included, and typing costs ~3 ms (docs/pam.md, "Speed").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional, Type
 
 __all__ = ["ToopherApiError", "ToopherUnavailableError", "ToopherRefusedError",
            "ToopherTLSError", "DeadlineExceededError", "MalformedResponseError",
@@ -177,7 +181,7 @@ def error_for_answer(status: int, body: Any) -> ToopherApiError:
     (or is None): an outage for 429 and 5xx, a refusal for any other 4xx,
     and a malformed answer for a status HTTP does not define."""
     code = message = None
-    if isinstance(body, Mapping):
+    if isinstance(body, dict):
         raw_code, raw_message = body.get("error_code"), body.get("error_message")
         if isinstance(raw_code, int) and not isinstance(raw_code, bool):
             code = raw_code
@@ -190,7 +194,7 @@ def error_for_answer(status: int, body: Any) -> ToopherApiError:
         return MalformedResponseError(f"unexpected HTTP status: {message}", status=status,
                                       error_code=code)
     if code in _LIMITS_BY_CODE:
-        wait = body.get("retry_after") if isinstance(body, Mapping) else None
+        wait = body.get("retry_after") if isinstance(body, dict) else None
         retry_after = wait if isinstance(wait, int) and not isinstance(wait, bool) \
             and 0 <= wait < 10 ** 9 else None
         return _LIMITS_BY_CODE[code](message, status=status, error_code=code,

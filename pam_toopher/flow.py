@@ -18,10 +18,7 @@ import os
 import pwd
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
-from typing import (TYPE_CHECKING, Any, Callable, ContextManager, Optional, Protocol, Sequence,
-                    Tuple, TypeVar)
 
 from pam_toopher.audit import (LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING,
                                AuditTrail, format_fields)
@@ -33,9 +30,18 @@ from pam_toopher.errors import (DeadlineExceededError, OtpLockedError, PairingDe
                                 UserDisabledError, UserUnknownError)
 from pam_toopher.text import sanitize
 
-if TYPE_CHECKING:  # annotations only: building the dataclasses costs ~3 ms a login
+# typing only for the type checker: importing it costs every login ~3 ms
+# (pam_toopher/record.py, docs/pam.md "Speed").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import (Any, Callable, ContextManager, Optional, Protocol, Sequence, Tuple,
+                        TypeVar)
+    from typing import NamedTuple as Record
+
     from pam_toopher.models import (AuthenticationStatus, PairingStatus, TerminalStatus,
                                     UserStatus)
+else:
+    from pam_toopher.record import Protocol, Record
 
 __all__ = ["Outcome", "Interrupted", "LoginRequest", "Decision", "Conversation", "Clock",
            "SystemClock", "ToopherClient",
@@ -95,8 +101,11 @@ class Interrupted(BaseException):
     A BaseException so that no ``except Exception`` on the way swallows it."""
 
 
-@dataclass(frozen=True)
-class LoginRequest:
+# The records below are NamedTuples to the type checker and pam_toopher.record
+# Records at run time, not dataclasses: a skipped login must not pay ~10 ms
+# for importing dataclasses and typing (see docs/pam.md, Speed).
+
+class LoginRequest(Record):
     """What PAM (or the admin command) knows about this login."""
 
     user: str
@@ -112,8 +121,7 @@ class LoginRequest:
     messages_deferred: bool = False
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(Record):
     outcome: Outcome
     reason: str
     request_id: Optional[str] = None
@@ -182,7 +190,10 @@ class SystemClock:
         time.sleep(seconds)
 
 
-ApiFactory = Callable[[Config], ToopherClient]
+if TYPE_CHECKING:
+    ApiFactory = Callable[[Config], ToopherClient]
+else:
+    ApiFactory = "Callable[[Config], ToopherClient]"  # for run-time importers (cli.py)
 
 
 def default_api_factory(config: Config) -> ToopherClient:
@@ -221,14 +232,14 @@ def run(request: LoginRequest, conversation: Conversation, *, config_path: str,
 
         decision = Decision(Outcome.INTERNAL_ERROR, f"unexpected {type(exc).__name__}",
                             details=tuple(traceback.format_exc().splitlines()))
-    decision = replace(decision, elapsed=clock.now() - started)
+    decision = decision._replace(elapsed=clock.now() - started)
     recorded = audit.record(_SEVERITY.get(decision.outcome, LOG_NOTICE),
                             format_fields(audit_fields(request, decision)), decision.details,
                             path=config.audit_log if config else None)
     if not recorded and decision.outcome in (Outcome.GRANTED, Outcome.FAILED_OPEN):
         # Neither syslog nor the audit file took the line (a caller's limits, a
         # full disk, no daemon): a way in that leaves no trace is refused.
-        decision = replace(decision, outcome=Outcome.INTERNAL_ERROR, reason=UNRECORDED_REASON)
+        decision = decision._replace(outcome=Outcome.INTERNAL_ERROR, reason=UNRECORDED_REASON)
     _tell_outcome(conversation, decision)
     return decision
 
@@ -290,6 +301,9 @@ class _Session:
         self.request_id: Optional[str] = None
 
     def second_factor(self) -> Decision:
+        offered = self.offer_code_before_push()
+        if offered and not is_otp(offered):  # refused before any push is sent
+            return Decision(Outcome.WRONG_OTP, f"the answer is not a {OTP_LENGTH}-digit code")
         try:
             status = self.start_authentication()
         except UserDisabledError:
@@ -299,7 +313,34 @@ class _Session:
             if refusal is not None:
                 return refusal
             status = self.start_authentication()
-        return self.await_answer(status)
+        if offered:
+            return self.check_code(status, offered)
+        return self.await_answer(status, told=offered is not None)
+
+    def offer_code_before_push(self) -> Optional[str]:
+        """Where info messages are held back (sshd), nothing said after the
+        push reaches the user before a prompt would, and a prompt after the
+        push costs a keypress after approving.  So the one keypress comes
+        first: Enter sends the push (and the approval alone then logs in),
+        or the code from the app is typed at once.  Returns the answer ("" for
+        Enter), or None where messages show at once (the push goes first).
+        The wait for the phone is counted from the push, not from here."""
+        if not self.request.messages_deferred or self._code_prompt_at_once():
+            return None
+        if self.config.otp_fallback:
+            text = ("Toopher: press Enter to send a push to your phone, or type the "
+                    f"{OTP_LENGTH}-digit code from your app: ")
+        else:
+            text = "Toopher: press Enter to send a push to your phone: "
+        answer = self.ask(text)
+        self.deadline = self.clock.now() + self.config.auth_timeout
+        self.client.deadline = self.deadline + self.config.http_timeout
+        return answer if self.config.otp_fallback else ""
+
+    def _code_prompt_at_once(self) -> bool:
+        """otp_prompt_after = 0: the one prompt of 0.1.0 right after the push,
+        "approve, then press Enter (or type the code)", in every service."""
+        return self.config.otp_fallback and self.config.otp_prompt_after <= 0
 
     def start_authentication(self) -> AuthenticationStatus:
         """Send the push; a host the user has never logged in to from is
@@ -363,34 +404,69 @@ class _Session:
         self.client.deadline = max(self.deadline, self.clock.now()) + self.config.http_timeout
         return answer
 
-    def announce(self, what: str) -> None:
+    def announce(self, what: str, code_in: Optional[float] = None) -> None:
         """Tell the user what to do on the phone before waiting for it.  Where
         info messages are held back (sshd) only a prompt reaches the user in
-        time, so ask one; its answer is not needed."""
+        time, so ask one; its answer is not needed.  ``code_in``: seconds
+        until the prompt for the code from the app."""
         if self.request.messages_deferred:
             self.ask(f"Toopher: {what}, then press Enter: ")
-        else:
-            self.conversation.info(f"Toopher: {what} (waiting up to "
-                                   f"{self.remaining():.0f} s)...")
+            return
+        later = "" if code_in is None else \
+            f"; phone offline? a prompt for the code from your app comes in {code_in:.0f} s"
+        self.conversation.info(f"Toopher: {what} (waiting up to {self.remaining():.0f} s"
+                               f"{later})...")
 
-    def await_answer(self, status: Any) -> Decision:
-        if status.pending:
-            if self.config.otp_fallback:
-                answer = self.ask("Toopher: approve the request on your phone, then press "
-                                  f"Enter (or type the {OTP_LENGTH}-digit code from the app): ")
-                if answer:
-                    if not is_otp(answer):
-                        return Decision(Outcome.WRONG_OTP, "the answer is not a "
-                                        f"{OTP_LENGTH}-digit code", status.id)
-                    return self.judge(self.client.authenticate_with_otp(status.id, answer),
-                                      by_otp=True)
-            else:
-                self.announce("approve the request on your phone")
-            status = wait_until_answered(
-                lambda long_poll: self.client.get_authentication_status(
-                    status.id, long_poll=long_poll),
-                self.deadline, self.clock)
-        return self.judge(status, by_otp=False)
+    def await_answer(self, status: Any, told: bool = False) -> Decision:
+        """Wait for the phone after the push.  The approval alone ends the
+        wait (no keypress after it), except with otp_prompt_after = 0.  With
+        otp_fallback, a user whose phone has not answered after
+        otp_prompt_after seconds is asked for the code from the app (Enter
+        keeps waiting).  ``told``: the user already knows a push is coming
+        (sshd's prompt before it)."""
+        if not status.pending:
+            return self.judge(status, by_otp=False)
+        config = self.config
+        if self._code_prompt_at_once():
+            answer = self.ask("Toopher: approve the request on your phone, then press "
+                              f"Enter (or type the {OTP_LENGTH}-digit code from the app): ")
+            if answer:
+                return self.check_code(status, answer)
+            return self.judge(self.wait(status, self.deadline), by_otp=False)
+        if not told:
+            # Promise the prompt for the code only if it comes before the wait ends
+            # (inline pairing may have used most of it).
+            code_comes = config.otp_fallback and config.otp_prompt_after < self.remaining()
+            self.announce("approve the request on your phone",
+                          code_in=config.otp_prompt_after if code_comes else None)
+        if config.otp_fallback:
+            status = self.wait(status, min(self.deadline,
+                                           self.clock.now() + config.otp_prompt_after))
+            if not status.pending or self.clock.now() >= self.deadline:
+                return self.judge(status, by_otp=False)
+            answer = self.ask("Toopher: no answer from your phone yet. Type the "
+                              f"{OTP_LENGTH}-digit code from your app, or press Enter to "
+                              "keep waiting: ")
+            if answer:
+                return self.check_code(status, answer)
+        return self.judge(self.wait(status, self.deadline), by_otp=False)
+
+    def wait(self, status: Any, until: float) -> Any:
+        """Long-poll our request's status until answered or ``until``."""
+        if not status.pending:
+            return status
+        request_id = status.id
+        return wait_until_answered(
+            lambda long_poll: self.client.get_authentication_status(
+                request_id, long_poll=long_poll),
+            until, self.clock)
+
+    def check_code(self, status: Any, answer: str) -> Decision:
+        """The code the user typed, checked by the service against our request."""
+        if not is_otp(answer):
+            return Decision(Outcome.WRONG_OTP, f"the answer is not a {OTP_LENGTH}-digit code",
+                            status.id)
+        return self.judge(self.client.authenticate_with_otp(status.id, answer), by_otp=True)
 
     def judge(self, status: Any, by_otp: bool) -> Decision:
         """Granted only for our request, answered, approved, and not by an
@@ -428,8 +504,7 @@ def is_otp(answer: str) -> bool:
     return len(answer) == OTP_LENGTH and answer.isascii() and answer.isdigit()
 
 
-@dataclass(frozen=True)
-class Account:
+class Account(Record):
     name: str
     groups: Tuple[str, ...]
 
@@ -487,12 +562,12 @@ def describe_action(config: Config, request: LoginRequest) -> str:
     return sanitize(text, MAX_ACTION_LENGTH)
 
 
-class _Answer(Protocol):
-    @property
-    def pending(self) -> bool: ...
+if TYPE_CHECKING:
+    class _Answer(Protocol):
+        @property
+        def pending(self) -> bool: ...
 
-
-T = TypeVar("T", bound=_Answer)
+    T = TypeVar("T", bound=_Answer)
 
 
 def wait_until_answered(fetch: Callable[[Optional[float]], T], deadline: float,

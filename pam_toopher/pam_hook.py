@@ -1,12 +1,12 @@
 """The pam_python hook: the only code that touches ``pamh``.
 
-PAM line::
+PAM line (the hook file, written by ``toopher-pam install-hook`` or shipped
+by the .deb, imports this module; see hook_file.py)::
 
-    auth required pam_python.so /path/to/pam_toopher/pam_hook.py [config=PATH] [audit_log=PATH] [debug]
+    auth required pam_python.so /lib/security/pam_toopher.py [config=PATH] [audit_log=PATH] [debug]
 
-pam_python executes this file (it is not imported as part of the package),
-once per PAM handle, under Debian's /usr/bin/python3 in isolated mode; hence
-absolute imports only.  Everything that decides lives in ``flow``; this file
+pam_python executes the hook file once per PAM handle, under Debian's
+/usr/bin/python3 in isolated mode.  Everything that decides lives in ``flow``; this file
 reads the PAM items one by one, adapts the PAM conversation, maps the
 outcome to a PAM code and never lets an exception escape.
 
@@ -18,14 +18,21 @@ Only plain ``str`` values read from it are logged.
 from __future__ import annotations
 
 import os
-import signal
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, ContextManager, Iterator, List, NamedTuple, Optional, Tuple
 
 from pam_toopher.audit import LOG_DEBUG, LOG_ERR, AuditTrail, format_fields, write_syslog
 from pam_toopher.config import DEFAULT_PATH
 from pam_toopher.flow import Interrupted, LoginRequest, Outcome, run
 from pam_toopher.text import sanitize
+
+# typing only for the type checker: importing it costs every login ~3 ms
+# (pam_toopher/record.py, docs/pam.md "Speed").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, ContextManager, Iterator, List, Optional, Tuple
+    from typing import NamedTuple as Record
+else:
+    from pam_toopher.record import Record
 
 __all__ = ["pam_sm_authenticate", "pam_sm_setcred", "pam_sm_acct_mgmt",
            "pam_sm_open_session", "pam_sm_close_session", "pam_sm_chauthtok",
@@ -61,7 +68,7 @@ SUDO_SERVICES = ("sudo", "sudo-i")
 MAX_COMMAND_BYTES = 4 * 1024 * 1024
 
 
-class HookArguments(NamedTuple):
+class HookArguments(Record):
     config_path: str
     audit_log: Optional[str]
     debug: bool
@@ -185,6 +192,8 @@ def ctrl_c_cancels() -> Iterator[None]:
     we took is re-raised, so it stays pending for sudo, which ends as it
     does on any Ctrl-C.  Anything unexpected: leave sudo's state alone.
     """
+    import signal  # only sudo pays for these
+
     try:
         import ctypes
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
 
 __all__ = [
     "ROOT_ONLY",
@@ -46,13 +45,17 @@ class UntrustedPathError(Exception):
     the message names the component and says how to fix it."""
 
 
-@dataclass
 class TrustedDirectory:
-    """An open directory (``O_PATH``) reached through trusted components."""
+    """An open directory (``O_PATH``) reached through trusted components.
+    A plain class, not a dataclass: every login walks the config's path, and
+    importing dataclasses costs ~7 ms (docs/pam.md, "Speed")."""
 
-    fd: int
-    info: os.stat_result
-    path: str  # as walked, symlinks resolved: for messages
+    __slots__ = ("fd", "info", "path")
+
+    def __init__(self, fd: int, info: os.stat_result, path: str):
+        self.fd = fd
+        self.info = info
+        self.path = path  # as walked, symlinks resolved: for messages
 
     def close(self) -> None:
         os.close(self.fd)

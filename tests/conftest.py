@@ -74,7 +74,7 @@ def toopher_tls_server():
 
 @pytest.fixture
 def scene(tmp_path):
-    """A throwaway user, shim and config for one test (tests/support/pam.py)."""
+    """A throwaway user, hook file and config for one test (tests/support/pam.py)."""
     require_root()
     from tests.support.pam import PamScene
 

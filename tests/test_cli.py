@@ -11,6 +11,7 @@ import pytest
 from pam_toopher import api as toopher
 from pam_toopher.cli import TerminalConversation, main, pair
 from pam_toopher.config import Config, ConfigError, Secret, load_config
+from pam_toopher.hook_file import render_hook, write_file_atomically
 from tests.conftest import REPO_ROOT
 from tests.support.fake_api import FakeClock, FakeToopher, factory_for
 from tests.support.pam import config_text, write_private_file
@@ -22,8 +23,18 @@ CONFIG = Config(path="/etc/security/toopher.conf", api_url="https://api.example.
                 consumer_key="key", consumer_secret=Secret(SECRET))
 
 
+@pytest.fixture(scope="module")
+def hook(tmp_path_factory):
+    """A hook file naming this checkout, for check's look at the hook."""
+    path = tmp_path_factory.mktemp("hook") / "pam_toopher.py"
+    write_file_atomically(str(path), render_hook(str(REPO_ROOT)))
+    return str(path)
+
+
 class Run:
-    """main() with a fake service; keeps what was printed."""
+    """main() with a fake service and the fake's clock; keeps what was printed.
+    The flow gets the fake's clock too: the fake compares the client's
+    deadline with its own time, which must not meet the machine's uptime."""
 
     def __init__(self, fake=None, stdin=""):
         self.fake = fake or FakeToopher(FakeClock())
@@ -31,7 +42,8 @@ class Run:
 
     def __call__(self, *argv, load=lambda path: CONFIG):
         self.code = main(list(argv), api_factory=factory_for(self.fake), load=load,
-                         stdin=self.stdin, stdout=self.out, stderr=self.err)
+                         stdin=self.stdin, stdout=self.out, stderr=self.err,
+                         clock=self.fake.clock)
         return self
 
     @property
@@ -43,12 +55,13 @@ class Run:
         return self.err.getvalue()
 
 
-def test_check_passes_when_the_service_knows_the_signature():
+def test_check_passes_when_the_service_knows_the_signature(hook):
     run = Run()
     run.fake.pairing = "unpaired"  # the dummy user is unknown: credentials worked
-    run("check")
+    run("check", "--hook", hook)
     assert run.code == 0, run.error
-    assert run.output == ("/etc/security/toopher.conf: syntax and permissions (file and "
+    assert run.output == (f"{hook}: loads {REPO_ROOT}/pam_toopher as sshd runs it\n"
+                          "/etc/security/toopher.conf: syntax and permissions (file and "
                           "directories) OK\n"
                           "https://api.example.com/v1/: credentials accepted\n")
     assert run.fake.calls == [("find_user_by_name", "toopher-pam-credentials-check")]
@@ -66,13 +79,33 @@ def test_check_passes_when_the_service_knows_the_signature():
      "toopher-pam: error: https://api.example.com/v1/: cannot reach the service: could not "
      "reach https://api.example.com\n"),
 ])
-def test_check_says_exactly_what_is_wrong(error, line):
+def test_check_says_exactly_what_is_wrong(error, line, hook):
     run = Run()
     run.fake.error = error
-    run("check")
+    run("check", "--hook", hook)
     assert run.code == 1
     assert run.error == line
     assert SECRET not in run.output + run.error
+
+
+def test_check_reports_a_hook_that_does_not_load_as_sshd_runs_it(tmp_path):
+    """The hook names a directory whose package does not import (a copy
+    elsewhere on the machine, such as the .deb's, must not hide that)."""
+    (tmp_path / "site" / "pam_toopher").mkdir(parents=True)
+    (tmp_path / "site" / "pam_toopher" / "__init__.py").write_text(
+        "raise ImportError('a broken install')\n")
+    broken = tmp_path / "pam_toopher.py"
+    write_file_atomically(str(broken), render_hook(str(tmp_path / "site")))
+    run = Run()
+    run("check", "--hook", str(broken))
+    assert run.code == 1 and run.output == ""
+    assert run.error.startswith(f"toopher-pam: error: {broken} does not load as sshd runs it: "
+                                "cannot import pam_toopher (ImportError: a broken install); "
+                                "sys.path=['/lib/python311.zip', '/lib/python3.11', "), run.error
+    assert run.fake.calls == []
+    run("check", "--hook", str(tmp_path / "missing.py"))
+    assert run.error.endswith(f"{tmp_path}/missing.py: no such file; run: toopher-pam "
+                              f"install-hook {tmp_path}/missing.py\n")
 
 
 def test_a_config_error_is_one_line():
@@ -194,38 +227,42 @@ def _load(path):  # a non-root developer owns the file; the rest is checked
     return load_config(path, require_root_owner=os.geteuid() == 0)
 
 
-def test_check_against_the_real_server(tmp_path, srv):
+def test_check_against_the_real_server(tmp_path, srv, hook):
     run = Run()
-    run.code = main(["--config", _config_file(tmp_path, srv), "check"], load=_load,
+    run.code = main(["--config", _config_file(tmp_path, srv), "check", "--hook", hook],
+                    load=_load,
                     stdout=run.out, stderr=run.err)
     assert run.code == 0, run.error
     assert run.output.endswith(": credentials accepted\n")
 
 
-def test_check_reports_the_ca_bundle_and_warns_about_an_unsafe_audit_file(tmp_path, srv):
+def test_check_reports_the_ca_bundle_and_warns_about_an_unsafe_audit_file(tmp_path, srv, hook):
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
     path = _config_file(tmp_path, srv, audit_log=shared / "audit.log")
     run = Run()
-    run.code = main(["--config", path, "check"], load=_load, stdout=run.out, stderr=run.err)
+    run.code = main(["--config", path, "check", "--hook", hook], load=_load,
+                    stdout=run.out, stderr=run.err)
     assert run.code == 0, run.error
     assert f"ca_bundle {srv.ca_cert_path}: permissions (file and directories) OK" in run.output
     assert (f"warning: audit_log {shared}/audit.log will not be written (directory {shared} is "
             "writable by group or others (mode 0777)") in run.output
 
 
-def test_check_refuses_an_impersonable_url(tmp_path, srv):
+def test_check_refuses_an_impersonable_url(tmp_path, srv, hook):
     path = _config_file(tmp_path, srv, api_url="http://localhost:8765/v1")
     run = Run()
-    run.code = main(["--config", path, "check"], load=_load, stdout=run.out, stderr=run.err)
-    assert run.code == 1 and run.output == ""
+    run.code = main(["--config", path, "check", "--hook", hook], load=_load,
+                    stdout=run.out, stderr=run.err)
+    assert run.code == 1 and "syntax" not in run.output
     assert "key 'api_url' must use https://" in run.error and "localhost" in run.error
 
 
-def test_check_with_a_wrong_secret_against_the_real_server(tmp_path, srv):
+def test_check_with_a_wrong_secret_against_the_real_server(tmp_path, srv, hook):
     run = Run()
-    run.code = main(["--config", _config_file(tmp_path, srv, secret="wrong"), "check"],
+    run.code = main(["--config", _config_file(tmp_path, srv, secret="wrong"), "check",
+                     "--hook", hook],
                     load=_load, stdout=run.out, stderr=run.err)
     assert run.code == 1
     assert "refused the credentials (HTTP 401)" in run.error

@@ -88,6 +88,18 @@ def test_the_wait_plus_one_http_call_must_end_before_login_grace_time():
                        "stay below 120 seconds (sshd's LoginGraceTime)")
 
 
+def test_the_prompt_for_the_code_must_come_before_the_wait_ends():
+    assert parse().otp_prompt_after == 15
+    assert parse("otp_prompt_after = 0\n").otp_prompt_after == 0
+    assert parse("auth_timeout = 10\notp_prompt_after = 9.5\n").otp_prompt_after == 9.5
+    message = error_of(MINIMAL + "auth_timeout = 10\n")
+    assert message == ("/etc/test.conf, line 6: key 'otp_prompt_after' (15 s) must be below "
+                       "auth_timeout (10 s), or the prompt for the code never comes (0 asks "
+                       "for it at once)")
+    # Without the code there is no prompt to come.
+    assert parse("auth_timeout = 10\notp_fallback = no\n").auth_timeout == 10
+
+
 def test_comments_and_blank_lines_are_ignored():
     assert parse("# a comment\n; another\n\n").consumer_key == "key123"
 
@@ -145,6 +157,8 @@ def test_the_privileged_port_limit_is_read_from_the_kernel(tmp_path, monkeypatch
     ("failmode = open", "one of secure, safe"),
     ("unpaired = maybe", "one of deny, pair, allow"),
     ("otp_fallback = perhaps", "yes or no"),
+    ("otp_prompt_after = -1", "at least 0"),
+    ("otp_prompt_after = later", "number of seconds"),
     ("groups = ", "at least one pattern"),
     ("users = alice !", "lone !"),
     ("ca_bundle = /nonexistent/ca.pem", "does not exist"),

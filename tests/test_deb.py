@@ -31,6 +31,7 @@ from typing import Dict, List
 
 import pytest
 
+from pam_toopher.hook_file import render_hook
 from tests.conftest import require_root
 from tests.support.pam import PamScene, PamService, run_pamtester
 from tests.support.server import RunningServer
@@ -179,7 +180,7 @@ def test_installing_enables_nothing(system):
 
 
 def test_files_are_where_pam_python_and_admins_look(system):
-    assert HOOK.read_text().strip().endswith("from pam_toopher.pam_hook import *  # noqa: F401,F403")
+    assert HOOK.read_text() == render_hook(None)  # the template toopher-pam install-hook writes
     # The interpreter pam_python embeds imports the installed package, not a checkout.
     where = run(["/usr/bin/python3", "-I", "-c",
                  "import pam_toopher.pam_hook, pam_toopher.server.cli as s; "

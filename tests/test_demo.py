@@ -40,10 +40,11 @@ def test_demo_logs_in_as_the_phone_says_and_cleans_up(args, approved):
     assert result.returncode == 0, output + result.stderr
     assert re.search(r"toopher-demo-\w+ wants to log in to \S+ from 127\.0\.0\.1 "
                      r"\u2014 approve\? \[y/n\]", output), output
-    assert "demo finished: the login followed the phone's answer" in output
     if approved:
+        assert output.endswith("\ndemo finished: login granted -- the phone approved\n"), output
         assert "PAM result: PAM_SUCCESS" in output and "outcome=granted" in output, output
     else:
+        assert output.endswith("\ndemo finished: login denied -- the phone denied\n"), output
         assert "PAM result: Authentication failure" in output, output
         assert "outcome=denied" in output and "PAM_SUCCESS" not in output, output
     assert "rhost=127.0.0.1" in output
@@ -58,3 +59,33 @@ def test_demo_never_touches_the_real_sshd_and_sudo_services():
     assert result.returncode == 0, result.stdout + result.stderr
     assert {p: p.read_bytes() if p.exists() else None for p in watched} == before
     assert "/etc/pam.d/sshd" not in result.stdout and "/etc/pam.d/sudo" not in result.stdout
+
+
+def load_demo_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_script", REPO_ROOT / "tools" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("returncode, output, audit, approved, line", [
+    (0, "", ['pam_toopher[1]: outcome=granted user=u reason="approved"'], True,
+     "demo finished: login granted -- the phone approved"),
+    (7, "", ['pam_toopher[1]: outcome=denied user=u reason="no"'], False,
+     "demo finished: login denied -- the phone denied"),
+    # The module failed: the demo says so, whatever the phone answered.
+    (7, "", ['pam_toopher[1]: outcome=internal_error user=u reason="unexpected '
+             'ModuleNotFoundError"'], False,
+     "demo FAILED: the phone denied, but the login ended with outcome=internal_error "
+     "(unexpected ModuleNotFoundError), pamtester exit 7"),
+    (7, "pamtester: Error in service module\n", [], True,
+     "demo FAILED: the phone approved, but the module recorded no decision "
+     "(error: pamtester: Error in service module), pamtester exit 7"),
+    (0, "", ['pam_toopher[1]: outcome=failed_open user=u reason="down"'], True,
+     "demo FAILED: the phone approved, but the login ended with outcome=failed_open (down), "
+     "pamtester exit 0"),
+])
+def test_the_last_line_states_the_real_outcome(returncode, output, audit, approved, line):
+    assert load_demo_script().verdict(returncode, output, audit, approved) == line

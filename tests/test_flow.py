@@ -4,7 +4,6 @@ import os
 import pwd
 import subprocess
 import textwrap
-from dataclasses import replace
 
 import pytest
 
@@ -41,7 +40,7 @@ class World:
         self.request = LoginRequest(user=ME, service="sshd", rhost="203.0.113.5", tty="ssh")
 
     def login(self, **request_changes):
-        self.request = replace(self.request, **request_changes)
+        self.request = self.request._replace(**request_changes)
         return run(self.request, self.person, config_path=self.config.path,
                    audit=AuditTrail(syslog=lambda sev, line: self.syslog.append((sev, line))),
                    api_factory=factory_for(self.api), clock=self.clock,
@@ -79,7 +78,8 @@ def test_skipped_user_is_ignored_without_calling_the_service():
 
 def test_skipping_does_not_import_the_http_stack():
     # A fresh interpreter (the one pam_python embeds): decide() for a skipped
-    # user must leave requests unimported.
+    # user must leave requests unimported, and the standard modules whose
+    # import a skipped login need not pay (tools/bench-skip, docs/pam.md Speed).
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(REPO_ROOT)!r})
@@ -93,7 +93,8 @@ def test_skipping_does_not_import_the_http_stack():
                           SystemClock())
         assert decision.outcome is Outcome.SKIPPED, decision
         heavy = sorted(m for m in ("requests", "requests_oauthlib", "urllib3",
-                                   "pam_toopher.api") if m in sys.modules)
+                                   "pam_toopher.api", "typing", "dataclasses", "inspect",
+                                   "socket", "signal", "string") if m in sys.modules)
         print(heavy)
     """)
     result = subprocess.run(["/usr/bin/python3", "-I", "-c", script], capture_output=True,
@@ -111,14 +112,17 @@ def test_unknown_local_user():
 
 # ------------------------------------------------------- the push answered
 
-def test_approved_after_enter():
-    world = World(answers=[""])
+def test_approved_on_the_phone_with_nothing_to_press():
+    """Where messages show at once (sudo, su, login): told, then the approval
+    alone logs in."""
+    world = World(answers=[])
     decision = world.login()
     assert decision.outcome is Outcome.GRANTED
     assert decision.request_id
-    assert world.person.shown[0][0] == "prompt_echo_on"
-    assert "approve the request on your phone, then press Enter" in world.person.shown[0][1]
-    assert "6-digit code" in world.person.shown[0][1]
+    assert [kind for kind, _text in world.person.shown] == ["info"]
+    assert world.person.shown[0][1] == (
+        "Toopher: approve the request on your phone (waiting up to 60 s; phone offline? "
+        "a prompt for the code from your app comes in 15 s)...")
     name, user, terminal_id, action, kwargs = world.api.calls[0]
     assert (name, user, terminal_id) == ("authenticate_by_user_name", ME, "host-id")
     assert action == "sshd login from 203.0.113.5"
@@ -126,8 +130,88 @@ def test_approved_after_enter():
     assert world.api.closed
 
 
-def test_the_first_status_check_does_not_wait_when_the_phone_already_answered():
+def test_otp_prompt_after_0_asks_at_once_as_before():
+    world = World(answers=[""], otp_prompt_after=0)
+    decision = world.login()
+    assert decision.outcome is Outcome.GRANTED
+    assert world.person.shown[0][0] == "prompt_echo_on"
+    assert "approve the request on your phone, then press Enter" in world.person.shown[0][1]
+    assert "6-digit code" in world.person.shown[0][1]
+
+
+def test_no_answer_yet_asks_for_the_code_after_otp_prompt_after():
+    world = World(answers=[" 123456 "])
+    world.api.phone = "never"
+    asked_at = []
+    world.person.prompt_echo_on = lambda text: asked_at.append((world.clock.now(), text)) \
+        or " 123456 "
+    started = world.clock.now()
+    decision = world.login()
+    assert decision.outcome is Outcome.GRANTED and decision.reason == "valid otp"
+    (when, text), = asked_at
+    assert when - started == pytest.approx(15.0)
+    assert text == ("Toopher: no answer from your phone yet. Type the 6-digit code from your "
+                    "app, or press Enter to keep waiting: ")
+    assert world.api.call_names() == ["authenticate_by_user_name", "get_authentication_status",
+                                      "get_authentication_status", "authenticate_with_otp"]
+
+
+def test_enter_at_the_code_prompt_keeps_waiting_for_the_phone():
     world = World(answers=[""])
+    world.api.answer_after = 20.0
+    started = world.clock.now()
+    assert world.login().outcome is Outcome.GRANTED
+    assert world.clock.now() - started == pytest.approx(20.0)
+
+
+def test_sshd_offers_the_code_before_the_push_then_the_approval_alone_logs_in():
+    world = World(answers=[""])
+    pushed_when_asked = []
+    world.person.prompt_echo_on = lambda text: pushed_when_asked.append(
+        (text, list(world.api.call_names()))) or ""
+    decision = world.login(messages_deferred=True)
+    assert decision.outcome is Outcome.GRANTED
+    (text, calls), = pushed_when_asked  # one prompt, before the push
+    assert text == ("Toopher: press Enter to send a push to your phone, or type the 6-digit "
+                    "code from your app: ")
+    assert calls == []
+    assert [kind for kind, _t in world.person.shown] == []  # nothing else: infos would wait
+
+
+def test_sshd_code_typed_before_the_push():
+    world = World(answers=["123456"])
+    world.api.phone = "never"
+    decision = world.login(messages_deferred=True)
+    assert decision.outcome is Outcome.GRANTED
+    assert world.api.call_names() == ["authenticate_by_user_name", "authenticate_with_otp"]
+
+
+def test_sshd_anything_but_a_code_before_the_push_sends_no_push():
+    world = World(answers=["yes"])
+    assert world.login(messages_deferred=True).outcome is Outcome.WRONG_OTP
+    assert world.api.calls == []
+
+
+def test_sshd_the_wait_counts_from_the_push_not_from_the_prompt_before_it():
+    world = World(answers=[], auth_timeout=20.0)
+    world.api.phone = "never"
+    asked_at = []
+
+    def slow_reader(text):
+        asked_at.append(world.clock.now() - started)
+        world.clock.sleep(30.0)
+        return ""
+    world.person.prompt_echo_on = slow_reader
+    started = world.clock.now()
+    assert world.login(messages_deferred=True).outcome is Outcome.TIMEOUT
+    # 30 s reading the first prompt; the push, then 15 s to the code prompt.
+    assert asked_at == [0.0, pytest.approx(45.0)]
+    # Enter 30 s later, past the 20 s wait: one last status check, then timeout.
+    assert world.clock.now() - started == pytest.approx(75.0)
+
+
+def test_the_first_status_check_does_not_wait_when_the_phone_already_answered():
+    world = World(answers=[""], otp_prompt_after=0)
     world.api.answer_after = 2.0
     world.person.prompt_echo_on = lambda text: world.clock.sleep(5.0) or ""  # reading
     started = world.clock.now()
@@ -152,9 +236,8 @@ def test_without_otp_fallback_sshd_still_gets_a_prompt_because_infos_are_held_ba
     world = World(answers=[""], otp_fallback=False)
     decision = world.login(messages_deferred=True)
     assert decision.outcome is Outcome.GRANTED
-    kind, text = world.person.shown[0]
-    assert kind == "prompt_echo_on" and text.endswith("then press Enter: ")
-    assert "code" not in text
+    assert world.person.shown == [("prompt_echo_on",
+                                   "Toopher: press Enter to send a push to your phone: ")]
 
 
 def test_denied_with_the_reason_sanitized_everywhere():
@@ -176,7 +259,8 @@ def test_timeout_with_long_polls_that_never_pass_the_deadline():
     assert decision.outcome is Outcome.TIMEOUT
     assert world.clock.now() - started == pytest.approx(25.0)
     polls = [c[2] for c in world.api.calls if c[0] == "get_authentication_status"]
-    assert polls == [LONG_POLL_PER_CALL, LONG_POLL_PER_CALL, 5.0]
+    # Up to the code prompt at 15 s, then (Enter) on to the deadline.
+    assert polls == [LONG_POLL_PER_CALL, 5.0, LONG_POLL_PER_CALL]
     assert "no answer from your phone" in world.person.texts()
 
 
@@ -197,7 +281,7 @@ def test_timeout_against_a_server_without_long_poll_paces_one_request_per_second
 
 
 def test_the_deadline_counts_from_the_push_not_from_the_enter_key():
-    world = World(answers=[""], auth_timeout=20.0)
+    world = World(answers=[""], auth_timeout=20.0, otp_prompt_after=0)
     world.api.phone = "never"
     world.person.prompt_echo_on = lambda text: world.clock.sleep(15.0) or ""
     started = world.clock.now()
@@ -206,14 +290,15 @@ def test_the_deadline_counts_from_the_push_not_from_the_enter_key():
 
 
 def test_a_late_enter_still_gets_one_status_check():
-    world = World(answers=[""], auth_timeout=5.0)
+    world = World(answers=[""], auth_timeout=5.0, otp_prompt_after=0)
     world.api.answer_after = 3.0
     world.person.prompt_echo_on = lambda text: world.clock.sleep(30.0) or ""
     assert world.login().outcome is Outcome.GRANTED
 
 
 def test_a_late_otp_is_checked_not_taken_for_an_outage():
-    world = World(answers=[], auth_timeout=5.0, http_timeout=5.0, failmode="safe")
+    world = World(answers=[], auth_timeout=5.0, http_timeout=5.0, failmode="safe",
+                  otp_prompt_after=0)
     world.api.phone = "never"
     world.person.prompt_echo_on = lambda text: world.clock.sleep(40.0) or world.api.OTP
     decision = world.login()
@@ -271,6 +356,7 @@ def test_a_valid_otp_grants():
 
 def test_a_wrong_otp_is_refused():
     world = World(answers=["654321"])
+    world.api.phone = "never"
     assert world.login().outcome is Outcome.WRONG_OTP
     assert "not valid" in world.person.texts()
 
@@ -278,12 +364,14 @@ def test_a_wrong_otp_is_refused():
 @pytest.mark.parametrize("answer", ["12345", "1234567", "abcdef", "yes", "١٢٣٤٥٦"])
 def test_anything_else_typed_is_a_wrong_otp_without_asking_the_service(answer):
     world = World(answers=[answer])
+    world.api.phone = "never"
     assert world.login().outcome is Outcome.WRONG_OTP
     assert "authenticate_with_otp" not in world.api.call_names()
 
 
 def test_a_failed_conversation_falls_back_to_waiting_for_the_phone():
     world = World(answers=[None])
+    world.api.answer_after = 20.0  # after the code prompt
     assert world.login().outcome is Outcome.GRANTED
 
 
@@ -329,7 +417,7 @@ def test_unpaired_deny_tells_how_to_pair(state):
 
 @pytest.mark.parametrize("state", ["unpaired", "deactivated"])
 def test_inline_pairing_then_approval(state):
-    world = World(answers=["correct horse", ""], unpaired="pair", otp_fallback=False)
+    world = World(answers=["", "correct horse", ""], unpaired="pair", otp_fallback=False)
     world.api.pairing = state
     decision = world.login(messages_deferred=True)
     assert decision.outcome is Outcome.GRANTED
@@ -337,8 +425,9 @@ def test_inline_pairing_then_approval(state):
         "authenticate_by_user_name", "pair", "get_pairing_status",
         "authenticate_by_user_name", "get_authentication_status"]
     prompts = [text for kind, text in world.person.shown if kind == "prompt_echo_on"]
-    assert "pairing phrase" in prompts[0]
-    assert "accept the pairing on your phone" in prompts[1]
+    assert "send a push" in prompts[0]
+    assert "pairing phrase" in prompts[1]
+    assert "accept the pairing on your phone" in prompts[2]
 
 
 @pytest.mark.parametrize("answers, pairing_answer, outcome", [
@@ -514,3 +603,14 @@ def test_an_interruption_during_the_wait_refuses_with_one_audit_line():
     assert [line for _s, line in world.syslog if "outcome=aborted" in line]
     assert len(world.syslog) == 1
     assert world.person.shown[-1] == ("error", "Toopher: cancelled.")
+
+
+def test_no_code_prompt_is_promised_when_it_would_come_after_the_wait():
+    """Inline pairing used most of auth_timeout: the user is not told of a
+    prompt for the code that cannot come."""
+    world = World(unpaired="pair", auth_timeout=20.0)
+    world.api.pairing = "unpaired"
+    world.person.prompt_echo_on = lambda text: world.clock.sleep(10.0) or "correct horse"
+    assert world.login().outcome is Outcome.GRANTED
+    infos = [text for kind, text in world.person.shown if kind == "info"]
+    assert infos[-1].startswith("Toopher: approve the request on your phone (waiting up to 10 s)")

@@ -18,6 +18,7 @@ from pam_toopher.api import ToopherApi
 from tests.support.pam import toopher_line, toopher_only
 
 AUTH_TIMEOUT = 3
+OTP_PROMPT_AFTER = 1  # a phone that has not answered in 1 s: ask for the code
 
 
 pytestmark = pytest.mark.usefixtures("root_only")
@@ -28,7 +29,8 @@ SERVER_TLS = True
 
 def settings(server, **options):
     values = dict(api_url=server.url, consumer_key=server.key, consumer_secret=server.secret,
-                  ca_bundle=server.ca_cert_path, auth_timeout=AUTH_TIMEOUT, http_timeout=5)
+                  ca_bundle=server.ca_cert_path, auth_timeout=AUTH_TIMEOUT, http_timeout=5,
+                  otp_prompt_after=OTP_PROMPT_AFTER)
     values.update(options)
     return values
 
@@ -63,9 +65,9 @@ def closed_port() -> int:
 
 def test_approved(scene, srv):
     ready(scene, srv)
-    result = scene.pamtester([scene.user.password, ""])
+    result = scene.pamtester([scene.user.password])  # nothing to type after the password
     assert result.ok, result
-    assert "approve the request on your phone" in result.stderr  # the prompt
+    assert "approve the request on your phone" in result.stdout  # an info message
     audit = scene.audit()
     assert audit["outcome"] == "granted"
     assert (audit["user"], audit["service"], audit["rhost"]) == (
@@ -93,9 +95,11 @@ def test_no_answer_times_out(scene, srv):
 
 
 def test_valid_otp(scene, srv):
+    """The phone is offline: after OTP_PROMPT_AFTER the code is asked for."""
     ready(scene, srv, rule="never")
     result = scene.pamtester([scene.user.password, srv.phone.otp(scene.user.name)])
     assert result.ok, result
+    assert "no answer from your phone yet" in result.stderr  # the prompt
     assert scene.audit()["outcome"] == "granted"
 
 
@@ -156,7 +160,7 @@ def _steps_aside(scene, outcome):
     this module alone is refused because nobody decided."""
     result = scene.pamtester([scene.user.password])
     assert result.ok, result
-    scene.install_service(toopher_only(scene.shim, scene.config_path))
+    scene.install_service(toopher_only(scene.hook, scene.config_path))
     alone = scene.pamtester([])
     assert alone.failed_with("PAM_PERM_DENIED"), alone
     assert [line["outcome"] for line in scene.audit_lines()] == [outcome, outcome]
@@ -181,7 +185,7 @@ def test_unpaired_allow_is_ignored(scene, srv):
 
 def test_user_not_local(scene, srv):
     ready(scene, srv, rule=None)
-    scene.install_service(toopher_only(scene.shim, scene.config_path))
+    scene.install_service(toopher_only(scene.hook, scene.config_path))
     result = scene.pamtester([], user="tphr-nobody-here")
     assert result.failed_with("PAM_USER_UNKNOWN"), result
     assert scene.audit()["outcome"] == "user_unknown"
@@ -279,7 +283,7 @@ def test_second_factor_only_stack(scene, srv, rule, options, succeeds, outcome):
     options = {k: v.format(user=scene.user.name) for k, v in options.items()}
     ready(scene, srv, rule=rule, paired=rule is not None, **options)
     scene.install_service([
-        toopher_line(scene.shim, scene.config_path,
+        toopher_line(scene.hook, scene.config_path,
                      "[success=done ignore=ignore default=die]"),
         "auth required pam_permit.so",
         "account required pam_permit.so"])

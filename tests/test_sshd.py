@@ -20,7 +20,12 @@ from tests.test_pam import pair, settings
 AUTH_TIMEOUT = 3
 LOGIN_GRACE_TIME = 20
 PASSWORD_PROMPT = r"\) Password: "
-PUSH_PROMPT = r"Toopher: approve the request on your phone, then press Enter[^:]*: "
+# The one keypress sshd needs, before the push (sshd would hold a message back).
+PUSH_PROMPT = (r"Toopher: press Enter to send a push to your phone, or type the 6-digit code "
+               r"from your app: ")
+PUSH_PROMPT_WITHOUT_CODE = r"Toopher: press Enter to send a push to your phone: "
+# The phone has not answered within otp_prompt_after (1 s here).
+CODE_PROMPT = r"Toopher: no answer from your phone yet\. Type the 6-digit code[^:]*: "
 DENIED = "Permission denied"
 PAM_FAIL_DELAY = 2  # pam_unix asks libpam to wait 2 s before reporting any failure
 
@@ -32,14 +37,14 @@ SERVER_TLS = True  # srv: the module believes only https (tests/conftest.py)
 def password_stack(scene):
     """docs/pam.md, "sshd: password + push": common-auth, then the module."""
     return ["auth requisite pam_unix.so",
-            toopher_line(scene.shim, scene.config_path),
+            toopher_line(scene.hook, scene.config_path),
             "account required pam_unix.so",
             "session required pam_permit.so"]
 
 
 def key_stack(scene):
     """docs/pam.md, "sshd: key + push": only the second factor."""
-    return [toopher_line(scene.shim, scene.config_path,
+    return [toopher_line(scene.hook, scene.config_path,
                          "[success=done ignore=ignore default=die]"),
             "auth required pam_permit.so",
             "account required pam_unix.so",
@@ -89,27 +94,33 @@ def explain(scene, sshd, child=None):
 # ------------------------------------------------------------- password + push
 
 @pytest.mark.parametrize("otp_fallback", [True, False])
-def test_approved_after_the_prompt_was_shown_while_pending(srv, scene, otp_fallback):
+def test_enter_sends_the_push_and_the_approval_alone_logs_in(srv, scene, otp_fallback):
     pair(srv, scene.user.name)
-    scene.write_config(**settings(srv, otp_fallback=otp_fallback))
+    scene.write_config(**settings(srv, otp_fallback=otp_fallback, auth_timeout=10,
+                                  otp_prompt_after=5))
     command, word = marker()
     with start_sshd(scene, password_stack(scene)) as sshd:
-        child = password_then_push_prompt(sshd, scene, command)
-        # The user reads "approve on your phone" while the request is still
-        # pending: the prompt came before the wait, not after it.
-        pending = srv.phone.pending_requests(scene.user.name)
-        assert len(pending) == 1, explain(scene, sshd, child)
-        assert pending[0]["action"] == f"{scene.service.name} login from 127.0.0.1"
-        srv.phone.approve(pending[0]["id"])
+        child = sshd.ssh(scene.user.name, command)
+        child.expect(PASSWORD_PROMPT)
+        child.sendline(scene.user.password)
+        child.expect(PUSH_PROMPT if otp_fallback else PUSH_PROMPT_WITHOUT_CODE)
+        assert srv.phone.pending_requests(scene.user.name) == []  # not sent yet
         child.sendline("")
+        request = srv.phone.wait_for_request(scene.user.name, timeout=5)
+        assert request["action"] == f"{scene.service.name} login from 127.0.0.1"
+        time.sleep(0.5)  # the user takes out the phone
+        srv.phone.approve(request["id"])
+        approved = time.monotonic()
+        child.expect(word)  # nothing typed after approving: the command runs
+        ran = time.monotonic()
         output, status = finish(child)
     assert status == 0, explain(scene, sshd, child)
-    assert word in output
+    assert ran - approved < 1.0, ran - approved
     audit = scene.audit()
     assert audit["outcome"] == "granted", audit
     assert (audit["user"], audit["service"], audit["rhost"]) == \
         (scene.user.name, scene.service.name, "127.0.0.1")
-    assert audit["request"] == pending[0]["id"]
+    assert audit["request"] == request["id"]
 
 
 def test_denied_gets_no_shell(srv, scene):
@@ -135,6 +146,8 @@ def test_no_answer_is_refused_within_auth_timeout(srv, scene):
         child = password_then_push_prompt(sshd, scene, command)
         started = time.monotonic()
         child.sendline("")
+        child.expect(CODE_PROMPT)
+        child.sendline("")  # keep waiting
         output, status = finish(child)
         took = time.monotonic() - started
     assert status == 255 and DENIED in output, explain(scene, sshd, child)
@@ -145,6 +158,23 @@ def test_no_answer_is_refused_within_auth_timeout(srv, scene):
     # 2 s delay after a failure.  All of it well before LoginGraceTime.
     assert float(audit["elapsed"].rstrip("s")) <= AUTH_TIMEOUT + 0.5, audit
     assert took <= AUTH_TIMEOUT + PAM_FAIL_DELAY + 1.5 < LOGIN_GRACE_TIME, took
+
+
+def test_offline_phone_the_code_is_asked_for_after_otp_prompt_after(srv, scene):
+    pair(srv, scene.user.name)  # the phone is offline: it never answers
+    scene.write_config(**settings(srv, auth_timeout=20))
+    command, word = marker()
+    with start_sshd(scene, password_stack(scene)) as sshd:
+        child = password_then_push_prompt(sshd, scene, command)
+        child.sendline("")
+        started = time.monotonic()
+        child.expect(CODE_PROMPT)
+        assert time.monotonic() - started < 3, explain(scene, sshd, child)
+        child.sendline(srv.phone.otp(scene.user.name))
+        output, status = finish(child)
+    assert status == 0 and word in output, explain(scene, sshd, child)
+    audit = scene.audit()
+    assert audit["outcome"] == "granted" and audit["reason"] == "valid otp", audit
 
 
 def test_otp_typed_at_the_prompt(srv, scene):
@@ -223,16 +253,16 @@ def test_unpaired_user_pairs_inline_then_approves(srv, scene):
         child = sshd.ssh(scene.user.name, command)
         child.expect(PASSWORD_PROMPT)
         child.sendline(scene.user.password)
+        child.expect(PUSH_PROMPT)
+        child.sendline("")
         child.expect(r"Enter the pairing phrase[^:]*: ")
         child.sendline(srv.phone.make_pairing_phrase(scene.user.name))
         child.expect(r"Toopher: accept the pairing on your phone, then press Enter: ")
         pairing = srv.phone.wait_for_pairing(scene.user.name, timeout=2)
         srv.phone.accept_pairing(pairing["id"])
         child.sendline("")
-        child.expect(PUSH_PROMPT)
         request = srv.phone.wait_for_request(scene.user.name, timeout=2)
-        srv.phone.approve(request["id"])
-        child.sendline("")
+        srv.phone.approve(request["id"])  # the push follows the pairing: approving is all
         output, status = finish(child)
     assert status == 0 and word in output, explain(scene, sshd, child)
     assert scene.audit()["outcome"] == "granted"

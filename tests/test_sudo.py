@@ -18,7 +18,8 @@ from tests.test_pam import pair, settings
 AUTH_TIMEOUT = 3
 PAM_FAIL_DELAY = 2  # pam_unix delays every failed authentication by 2 s
 PASSWORD = r"\[sudo\] password for \w+: "
-WAITING = r"Toopher: approve the request on your phone \(waiting up to \d+ s\)\.\.\."
+WAITING = r"Toopher: approve the request on your phone \(waiting up to \d+ s[^)]*\)\.\.\."
+CODE_PROMPT = r"Toopher: no answer from your phone yet\. Type the 6-digit code[^:]*: "
 COMMAND = ["/usr/bin/id", "-u"]
 
 
@@ -32,7 +33,7 @@ def sudo_scene(scene, srv, passwd_tries=1, **options):
     pair(srv, scene.user.name)
     scene.write_config(**settings(srv, **options))
     scene.service = PamService(["auth requisite pam_unix.so",
-                                toopher_line(scene.shim, scene.config_path),
+                                toopher_line(scene.hook, scene.config_path),
                                 "account required pam_unix.so",
                                 "session required pam_permit.so"],
                                name=f"sudo-{unique_name()}")
@@ -79,11 +80,31 @@ def test_the_phone_decides_whether_the_command_runs(srv, scene, answer):
     assert scene.audit()["request"] == request["id"]
 
 
-def test_otp_prompt_and_action_with_arguments(srv, scene):
-    """Default config (otp_fallback = yes): the prompt, and a command with arguments."""
+def test_approval_alone_runs_the_command_within_a_second(srv, scene):
+    """The default config: after the password, approving on the phone is all."""
+    with sudo_scene(scene, srv, auth_timeout=20, otp_prompt_after=10):
+        child = start(scene)
+        child.expect(WAITING)
+        assert "prompt for the code from your app comes in 10 s" in child.after
+        request = srv.phone.wait_for_request(scene.user.name, timeout=2)
+        time.sleep(0.5)  # the user takes out the phone
+        srv.phone.approve(request["id"])
+        approved = time.monotonic()
+        child.expect(r"\r\n0\r\n")  # id -u ran as root; no key was pressed
+        ran = time.monotonic()
+        output, status = finish(child)
+    assert status == 0, explain(scene, child)
+    assert ran - approved <= 1.0, ran - approved
+    assert scene.audit()["outcome"] == "granted"
+
+
+def test_offline_phone_the_code_and_action_with_arguments(srv, scene):
+    """The phone does not answer: after otp_prompt_after (1 s) the code is
+    asked for; and a command with arguments."""
     with sudo_scene(scene, srv):
         child = start(scene, command=["/usr/bin/id", "-un", "--zero"])
-        child.expect(r"Toopher: approve the request on your phone, then press Enter[^:]*: ")
+        child.expect(WAITING)
+        child.expect(CODE_PROMPT)
         request = srv.phone.wait_for_request(scene.user.name, timeout=2)
         assert request["action"].endswith(": -k -S /usr/bin/id -un --zero")
         child.sendline(srv.phone.otp(scene.user.name))
@@ -111,7 +132,7 @@ def test_ctrl_c_ends_the_wait_at_once_and_refuses(srv, scene, passwd_tries):
     """sudo blocks SIGINT during PAM; the module takes it for the wait only,
     refuses, and hands it back to sudo, which then gives up (no new try)."""
     with sudo_scene(scene, srv, passwd_tries=passwd_tries, auth_timeout=30,
-                    otp_fallback=False):
+                    otp_prompt_after=20):
         child = start(scene)
         child.expect(WAITING)
         srv.phone.wait_for_request(scene.user.name, timeout=2)
@@ -155,3 +176,20 @@ def test_approved_after_ctrl_c_elsewhere_sudo_still_works(srv, scene):
         output, status = finish(child)
     assert status == 0 and output.strip().splitlines()[-1] == "0", explain(scene, child)
     assert [line["outcome"] for line in scene.audit_lines()] == ["aborted", "granted"]
+
+
+def test_ctrl_c_at_the_code_prompt_refuses(srv, scene):
+    """Ctrl-C also ends the prompt for the code (sudo reads it itself)."""
+    with sudo_scene(scene, srv, auth_timeout=30, otp_prompt_after=1):
+        child = start(scene)
+        child.expect(CODE_PROMPT)
+        started = time.monotonic()
+        child.sendintr()
+        output, status = finish(child)
+        took = time.monotonic() - started
+    assert status != 0, explain(scene, child)
+    assert "password for" not in output
+    assert took <= PAM_FAIL_DELAY + 1.5, took
+    assert "Toopher: cancelled." in output
+    audit = scene.audit()
+    assert audit["outcome"] == "aborted" and audit["reason"] == "cancelled with Ctrl-C", audit

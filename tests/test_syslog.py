@@ -16,6 +16,7 @@ from pam_toopher import audit
 from tests.conftest import require_root
 from tests.support.pam import PamScene, parse_audit_line
 from tests.support.server import RunningServer
+from tests.support.system import system_env
 from tests.test_pam import ready
 
 LOG_AUTHPRIV = 10 << 3
@@ -77,7 +78,8 @@ def test_a_login_writes_exactly_one_audit_line_to_syslog(tmp_path):
         completed = subprocess.run(
             prefix + ["pamtester", "-v", "-I", "rhost=198.51.100.7", scene.service.name,
                       scene.user.name, "authenticate"],
-            input=f"{scene.user.password}\n\n", text=True, capture_output=True, timeout=60)
+            input=f"{scene.user.password}\n\n", text=True, capture_output=True, timeout=60,
+            env=system_env())
         packets = receive_all(sock)
     assert completed.returncode != 0, completed.stderr
     # Other processes on the machine may log meanwhile: keep this login's lines.

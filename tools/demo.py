@@ -7,6 +7,7 @@ Ctrl-C (KeyboardInterrupt) and on SIGTERM/SIGHUP (turned into SystemExit).
 
 import argparse
 import os
+import re
 import secrets
 import select
 import shutil
@@ -22,11 +23,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pam_toopher.api import ToopherApi  # noqa: E402
+from pam_toopher.hook_file import install_hook  # noqa: E402
 from pam_toopher.server.phone import Phone  # noqa: E402
 from pam_toopher.server.store import Store  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
 PAM_DIR = Path("/etc/pam.d")
+# pam_python's interpreter follows PATH to its standard library: with pyenv or
+# conda first on the caller's PATH, pamtester would load the wrong Python.
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def say(text: str = "") -> None:
@@ -102,14 +107,15 @@ class Demo:
                          f"consumer_key = {self.key}\n"
                          f"consumer_secret = {self.secret}\n"
                          f"auth_timeout = {self.auth_timeout}\n"
+                         f"otp_prompt_after = {min(15, self.auth_timeout // 2)}\n"
                          f"terminal_name = {self.host}\n"
                          f"audit_log = {self.audit}\n")
-        shim = self.tmp / "pam_toopher_shim.py"
-        shim.write_text(f"import sys\nsys.path.insert(0, {str(REPO)!r})\n"
-                        "from pam_toopher.pam_hook import *\n")
+        # The hook file as "toopher-pam install-hook" writes it, naming this checkout.
+        hook = self.tmp / "pam_toopher.py"
+        install_hook(str(hook), str(REPO))
         path = PAM_DIR / self.name
         lines = ["auth requisite pam_unix.so",
-                 f"auth required pam_python.so {shim} config={self.config}",
+                 f"auth required pam_python.so {hook} config={self.config}",
                  "account required pam_unix.so"]
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self.service_path = path
@@ -134,15 +140,17 @@ class Demo:
 
     # --------------------------------------------------------------- login
 
-    def login(self) -> bool:
+    def login(self) -> str:
+        """The last line of the demo: what happened, said as it is."""
         step("logging in through PAM; this terminal plays the phone")
         command = ["pamtester", "-v", "-I", "rhost=127.0.0.1", self.name, self.name,
                    "authenticate"]
-        say(f"   $ printf '%s\\n\\n' '{self.password}' | {' '.join(command)}")
-        say("     (the password, then Enter at the Toopher prompt)")
+        say(f"   $ echo '{self.password}' | PATH={SYSTEM_PATH} {' '.join(command)}")
+        say("     (the password; then the phone's answer is all it takes)")
         login = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
-        login.stdin.write(f"{self.password}\n\n")
+                                 stderr=subprocess.STDOUT, text=True,
+                                 env=dict(os.environ, PATH=SYSTEM_PATH))
+        login.stdin.write(f"{self.password}\n")
         login.stdin.close()
         approved = self.play_phone(login)
         output = login.stdout.read()  # ends when pamtester does: the module's wait is bounded
@@ -154,13 +162,15 @@ class Demo:
         if login.returncode == 0:
             say("   PAM result: PAM_SUCCESS -- login allowed")
         else:
-            last = output.strip().splitlines()[-1] if output.strip() else ""
+            said = [line for line in output.splitlines() if line.startswith("pamtester: ")]
+            last = said[-1] if said else ""
             say(f"   PAM result: {last.split('pamtester: ')[-1] or 'error'} "
                 f"(pamtester exit {login.returncode}) -- login refused")
         say("   audit line:")
-        for line in (self.audit.read_text().splitlines() if self.audit.exists() else []):
+        audit = self.audit.read_text().splitlines() if self.audit.exists() else []
+        for line in audit:
             say(f"   {line}")
-        return (login.returncode == 0) == approved
+        return verdict(login.returncode, output, audit, approved)
 
     def play_phone(self, login: subprocess.Popen) -> bool:
         deadline = time.monotonic() + self.auth_timeout
@@ -240,12 +250,29 @@ class Demo:
             self.create_user()
             self.install_service()
             self.pair()
-            ok = self.login()
+            result = self.login()
         finally:
             self.cleanup()
-        say("\ndemo " + ("finished: the login followed the phone's answer" if ok
-                         else "FAILED: the login did not follow the phone's answer"))
-        return 0 if ok else 1
+        say(f"\n{result}")
+        return 0 if result.startswith("demo finished:") else 1
+
+
+def verdict(returncode: int, output: str, audit: list, approved: bool) -> str:
+    """One line: the login's real outcome, and whether it is what the phone said."""
+    fields = dict(re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)', audit[-1])) if audit else {}
+    outcome = fields.get("outcome", "")
+    reason = fields.get("reason", "").strip('"')
+    answer = "approved" if approved else "denied"
+    if returncode == 0 and outcome == "granted" and approved:
+        return "demo finished: login granted -- the phone approved"
+    if returncode != 0 and outcome == "denied" and not approved:
+        return "demo finished: login denied -- the phone denied"
+    if outcome:
+        return (f"demo FAILED: the phone {answer}, but the login ended with outcome={outcome} "
+                f"({reason}), pamtester exit {returncode}")
+    last = output.strip().splitlines()[-1] if output.strip() else "no output"
+    return (f"demo FAILED: the phone {answer}, but the module recorded no decision "
+            f"(error: {last}), pamtester exit {returncode}")
 
 
 def _exit_on(signum, frame):

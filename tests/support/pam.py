@@ -2,11 +2,12 @@
 
 Everything made here has a unique name and is removed on exit, also when a
 test fails: a throwaway local user, a PAM service file in /etc/pam.d, the
-pam_python shim that loads this checkout's hook, a private config file.
+hook file pam_python runs (written by ``toopher-pam install-hook``'s code, naming
+this checkout), a private config file.
 
     from tests.support.pam import PamScene
 
-    with PamScene(tmp_path) as scene:                   # user + shim; no service yet
+    with PamScene(tmp_path) as scene:                   # user + hook; no service yet
         scene.write_config(api_url=srv.url, consumer_key=srv.key,
                            consumer_secret=srv.secret, auth_timeout=3)
         scene.install_service()                         # pam_unix, then this module
@@ -14,7 +15,7 @@ pam_python shim that loads this checkout's hook, a private config file.
         assert result.ok and scene.audit()["outcome"] == "granted"
 
 Lower-level pieces (used by PamScene, reusable for sshd/sudo tests):
-``create_local_user``/``delete_local_user``, ``write_shim``,
+``create_local_user``/``delete_local_user``, ``write_hook``,
 ``toopher_line``, ``PamService``, ``write_private_file``, ``run_pamtester``,
 ``parse_audit_line``.
 """
@@ -29,6 +30,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
+
+from tests.support.system import system_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PAM_DIR = Path("/etc/pam.d")
@@ -92,21 +95,21 @@ def delete_group(name: str) -> None:
 
 # ------------------------------------------------------ module and service
 
-def write_shim(directory: Path) -> Path:
-    """The file pam_python executes: puts this checkout first on sys.path,
-    then takes the hooks from pam_toopher.pam_hook, so the code under test
-    is the checkout's, not an installed copy."""
-    shim = Path(directory) / "pam_toopher_shim.py"
-    shim.write_text("import sys\n"
-                    f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
-                    "from pam_toopher.pam_hook import *\n")
-    shim.chmod(0o644)
-    return shim
+def write_hook(directory: Path, package_directory: Path = REPO_ROOT) -> Path:
+    """The file pam_python executes, written by the code behind
+    ``toopher-pam install-hook`` (the README's install), naming this
+    checkout as the directory the package is in: the code under test is the
+    checkout's, loaded the way an installed copy is."""
+    from pam_toopher.hook_file import install_hook
+
+    hook = Path(directory) / "pam_toopher_hook.py"
+    install_hook(str(hook), str(package_directory))
+    return hook
 
 
-def toopher_line(shim: Path, config: Optional[Path], control: str = "required",
+def toopher_line(hook: Path, config: Optional[Path], control: str = "required",
                  args: Iterable[str] = (), facility: str = "auth") -> str:
-    words = [facility, control, PAM_PYTHON, str(shim)]
+    words = [facility, control, PAM_PYTHON, str(hook)]
     if config is not None:
         words.append(f"config={config}")
     words.extend(args)
@@ -130,19 +133,19 @@ class PamService:
             pass
 
 
-def password_then_toopher(shim: Path, config: Optional[Path], args: Iterable[str] = (),
+def password_then_toopher(hook: Path, config: Optional[Path], args: Iterable[str] = (),
                           control: str = "required") -> List[str]:
     """The sshd-like stack: the password first (requisite: a wrong password
     sends no push), then the second factor."""
     return ["auth requisite pam_unix.so",
-            toopher_line(shim, config, control, args),
+            toopher_line(hook, config, control, args),
             "account required pam_permit.so"]
 
 
-def toopher_only(shim: Path, config: Optional[Path], args: Iterable[str] = ()) -> List[str]:
+def toopher_only(hook: Path, config: Optional[Path], args: Iterable[str] = ()) -> List[str]:
     """This module alone: its own result becomes the stack's, so PAM_IGNORE
     is visible (libpam answers PAM_PERM_DENIED when no module decided)."""
-    return [toopher_line(shim, config, "required", args), "account required pam_permit.so"]
+    return [toopher_line(hook, config, "required", args), "account required pam_permit.so"]
 
 
 def write_private_file(path: Path, text: str, mode: int = 0o600) -> Path:
@@ -187,13 +190,14 @@ class PamResult:
 def run_pamtester(service: str, user: str, answers: Sequence[str], *,
                   items: Optional[Dict[str, str]] = None, timeout: float = 60,
                   operation: str = "authenticate") -> PamResult:
-    """``pamtester -v`` with prompts answered from stdin, in order."""
+    """``pamtester -v`` with prompts answered from stdin, in order, under the
+    system PATH (tests/support/system.py)."""
     command = ["pamtester", "-v"]
     for key, value in (items or {}).items():
         command += ["-I", f"{key}={value}"]
     command += [service, user, operation]
     completed = subprocess.run(command, input="".join(a + "\n" for a in answers), text=True,
-                               capture_output=True, timeout=timeout)
+                               capture_output=True, timeout=timeout, env=system_env())
     return PamResult(completed.returncode, completed.stdout, completed.stderr)
 
 
@@ -213,14 +217,14 @@ def parse_audit_line(line: str) -> Dict[str, str]:
 # -------------------------------------------------------------- the scene
 
 class PamScene:
-    """A user, a shim, a config and a service for one test; see the module doc."""
+    """A user, a hook file, a config and a service for one test; see the module doc."""
 
     def __init__(self, directory: Path, user_groups: Sequence[str] = ()):
         self.directory = Path(directory)
         self.directory.chmod(0o700)
         self.config_path = self.directory / "toopher.conf"
         self.audit_path = self.directory / "audit.log"
-        self.shim = write_shim(self.directory)
+        self.hook = write_hook(self.directory)
         self.user_groups = user_groups
         self.user: Optional[LocalUser] = None
         self.service: Optional[PamService] = None
@@ -247,7 +251,7 @@ class PamScene:
                         args: Iterable[str] = ()) -> PamService:
         if self.service is not None:
             self.service.remove()
-        self.service = PamService(lines or password_then_toopher(self.shim, self.config_path,
+        self.service = PamService(lines or password_then_toopher(self.hook, self.config_path,
                                                                  args))
         return self.service
 

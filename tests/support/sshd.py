@@ -26,6 +26,8 @@ from typing import Dict, Optional, Sequence
 
 import pexpect
 
+from tests.support.system import system_env
+
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")   # compiled into Debian's sshd; the package makes it at boot
 START_TIMEOUT = 10.0
@@ -113,12 +115,12 @@ class TestSshd:
             self.port = free_port()
             self._write_files()
             subprocess.run([str(self.program), "-t", "-f", str(self.config_path)], check=True,
-                           capture_output=True)
+                           capture_output=True, env=system_env())
             log = open(self.log_path, "ab")
             self._process = subprocess.Popen(
                 [str(self.program), "-D", "-e", "-f", str(self.config_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                start_new_session=True, env=system_env())
             log.close()
             last = self._wait_listening()
             if last == "listening":
