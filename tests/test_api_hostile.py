@@ -103,10 +103,12 @@ def flow_config(url, **overrides):
 
 
 def login_with_otp(script, otp="000000"):
-    """One login through the real flow and client, failmode = safe, typing ``otp``."""
+    """One login through the real flow and client, failmode = safe, typing ``otp``
+    at the prompt right after the push (otp_prompt_after = 0)."""
     person = FakeConversation(answers=[otp])
     with ScriptedServer(script) as server:
-        decision = decide(LoginRequest(user=ME, service="sudo"), flow_config(server.url),
+        decision = decide(LoginRequest(user=ME, service="sudo"),
+                          flow_config(server.url, otp_prompt_after=0.0),
                           person, default_api_factory, SystemClock())
     return decision, server
 

@@ -4,7 +4,6 @@ import io
 import os
 import pwd
 import subprocess
-from dataclasses import replace
 
 import pytest
 
@@ -190,7 +189,7 @@ def test_the_test_command_runs_the_module_flow(phone, answer, code, outcome, tmp
     run = Run(stdin=answer + "\n")
     run.fake.phone = phone
     # Recorded like a real login (a grant recorded nowhere is refused): in a file.
-    audited = replace(CONFIG, audit_log=str(tmp_path / "audit.log"))
+    audited = CONFIG._replace(audit_log=str(tmp_path / "audit.log"))
     run("test", ME, "--service", "sshd", "--rhost", "192.0.2.1", load=lambda path: audited)
     assert f"outcome={outcome} " in (tmp_path / "audit.log").read_text()
     assert run.code == code

@@ -29,6 +29,8 @@ from tests.test_sshd import PASSWORD_PROMPT, PUSH_PROMPT, explain, finish, marke
     password_stack, start_sshd
 from tests.test_syslog import listening_on_dev_log, receive_all
 
+SERVER_TLS = True  # srv: the module believes only https (tests/conftest.py)
+
 README = (REPO_ROOT / "README.md").read_text()
 PIP = ["/usr/bin/python3", "-m", "pip", "install", "--break-system-packages", "--no-deps",
        "--no-build-isolation", "."]

@@ -273,7 +273,7 @@ def test_the_phone_sees_what_follows_blank_filler_in_a_sudo_command(scene, srv, 
     srv.phone.set_rule(scene.user.name, "deny", delay=0.2)
     scene.write_config(**settings(srv, otp_fallback=False))
     scene.service = PamService(["auth requisite pam_unix.so",
-                                toopher_line(scene.shim, scene.config_path),
+                                toopher_line(scene.hook, scene.config_path),
                                 "account required pam_unix.so"], name=f"sudo-{unique_name()}")
     command = ["/bin/sh", "-c", f"id -u{filler}; touch {marker}"]
     with SudoRule(scene.user.name, scene.service.name, ["/bin/sh"]):
@@ -302,7 +302,7 @@ def test_a_long_sudo_command_shows_its_beginning_and_its_end(scene, srv):
     srv.phone.set_rule(scene.user.name, "deny", delay=0.2)
     scene.write_config(**settings(srv, otp_fallback=False))
     scene.service = PamService(["auth requisite pam_unix.so",
-                                toopher_line(scene.shim, scene.config_path),
+                                toopher_line(scene.hook, scene.config_path),
                                 "account required pam_unix.so"], name=f"sudo-{unique_name()}")
     with SudoRule(scene.user.name, scene.service.name, ["/usr/bin/id"]):
         child = spawn_sudo_as(scene.user.name, ["/usr/bin/id", "-u" + "x" * 300, "--the-end"])
@@ -335,7 +335,7 @@ def test_a_non_utf8_user_name_is_refused_and_recorded(scene, srv):
     from tests.support.pam import PAM_MESSAGES, toopher_only
 
     ready(scene, srv)
-    scene.install_service(toopher_only(scene.shim, scene.config_path))
+    scene.install_service(toopher_only(scene.hook, scene.config_path))
     # pamtester echoes the name: read its output without decoding it as UTF-8.
     result = subprocess.run(["pamtester", "-v", scene.service.name, scene.user.name + "\udcff",
                              "authenticate"], input=b"\n", capture_output=True, timeout=60,
