@@ -17,6 +17,8 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["pam_toopher", "pam_toopher.*"]),
+    # The phone web app's pages, served by toopher-server under /app/.
+    package_data={"pam_toopher.server": ["static/*"]},
     # oauthlib is named because the server verifies signatures with it directly.
     install_requires=["requests>=2.25", "requests-oauthlib>=1.3", "oauthlib>=3.1"],
     entry_points={

@@ -98,6 +98,14 @@ class ToopherHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
+        webapp = self.server.webapp
+        if webapp is not None and (self.path == "/app" or self.path.startswith("/app/")):
+            # The phone web app (webapp.py); fault switches are for API clients.
+            status, headers, content = webapp.handle(self.command, self.path, self.headers, body)
+            content_type = dict(headers).pop("Content-Type", "text/plain")
+            self._send(status, content, content_type=content_type,
+                       headers=[h for h in headers if h[0] != "Content-Type"])
+            return
         fault = self.server.store.take_fault()
         if fault is not None and self._inject(fault):
             return
@@ -152,6 +160,7 @@ class ToopherServer(ThreadingHTTPServer):
                  tls_context: Optional[ssl.SSLContext] = None):
         super().__init__(address, ToopherHandler)
         self.store, self.api, self.tls = store, api, tls_context is not None
+        self.webapp = None  # set by cmd_serve when --public-url is given
         if tls_context is not None:
             # The handshake happens in the handler thread, on first read, so a
             # slow or broken client cannot stall the accept loop.

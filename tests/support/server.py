@@ -16,6 +16,7 @@ The subprocess is ``/usr/bin/python3 -m pam_toopher.server serve`` on a free
 port; it is killed at teardown, also when the test fails.
 """
 import os
+import re
 import select
 import sqlite3
 import signal
@@ -23,7 +24,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import requests
 from requests_oauthlib import OAuth1
@@ -85,12 +86,15 @@ class RunningServer:
     untrusted_ca_cert_path (TLS only), log_path (the server's stderr).
     """
 
-    def __init__(self, directory: Optional[str] = None, tls: bool = False):
+    def __init__(self, directory: Optional[str] = None, tls: bool = False,
+                 extra_args: Sequence[str] = ()):
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="toopher-server-")
         self.directory = Path(directory or self._tmp.name)
         self.db_path = str(self.directory / "toopher.db")
         self.log_path = str(self.directory / "server.log")
         self.tls = tls
+        self.extra_args = list(extra_args)  # e.g. ["--public-url", "http://localhost"]
+        self.app_url: Optional[str] = None  # the phone web app, with --public-url
         self.port = 0
         self.url = None
         self.ca_cert_path = self.untrusted_ca_cert_path = None
@@ -117,6 +121,7 @@ class RunningServer:
         args = ["serve", "--db", self.db_path, "--host", "127.0.0.1", "--port", str(self.port)]
         if self._cert:
             args += ["--tls-cert", str(self._cert[0]), "--tls-key", str(self._cert[1])]
+        args += self.extra_args
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(server_command(*args), cwd=REPO_ROOT, env=server_env(),
                                              stdout=subprocess.PIPE, stderr=log)
@@ -127,7 +132,19 @@ class RunningServer:
         self.url = line[len("listening on "):]
         # Kept, so restart() comes back at the same URL clients were given.
         self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+        if "--public-url" in self.extra_args:
+            self.app_url = self._app_url()
         return self
+
+    def _app_url(self) -> str:
+        """The "phone web app at URL" line the server logs to stderr when it starts."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            found = re.search(r"phone web app at (\S+)", self.log())
+            if found:
+                return found.group(1)
+            time.sleep(0.02)
+        raise RuntimeError(f"no web app URL in the log: {self.log()}")
 
     def _read_line(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout
