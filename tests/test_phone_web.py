@@ -398,7 +398,8 @@ def test_a_bad_assertion_answers_nothing(scene, spoil, message):
     ("authenticatorData", ""),
     ("credentialId", None),
     ("signature", 12),
-])
+], ids=["long-signature", "huge-client-data", "empty-auth-data", "no-credential-id",
+        "number-signature"])
 def test_malformed_assertion_fields_are_refused(scene, field, value):
     scene.enrol()
     request_id = scene.request()

@@ -9,9 +9,9 @@ decoding the browser's base64url fields with size limits, and the sign-count
 rule.  Any failure while parsing or verifying is a refusal
 (:class:`PasskeyError`, answered 400): nothing here fails open.
 
-Written for Debian 12's python3-fido2 0.9.1; the names used also exist in
-fido2 1.x (where the positional ``authenticate_complete`` form is
-deprecated but kept).  fido2 2.x removed that form and is not supported.
+Written for Debian 12's python3-fido2 0.9.1; the unit tests also pass with
+fido2 1.2 (where the positional ``authenticate_complete`` form is deprecated
+but kept).  fido2 2.x removed that form and is not supported.
 """
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ class RelyingParty:
         self.origin, self.rp_id = origin, rp_id
         # The origin must equal the public URL's exactly: fido2's default check
         # would also take subdomains, and refuses http://localhost.
-        self._server = Fido2Server(PublicKeyCredentialRpEntity(rp_id, name),
+        self._server = Fido2Server(PublicKeyCredentialRpEntity(id=rp_id, name=name),
                                    attestation="none", verify_origin=self._origin_ok)
         self._server.timeout = PROMPT_TIMEOUT_MS
 
