@@ -125,9 +125,9 @@ def request_ids(web: RunningServer) -> set:
     return {row[0] for row in web.query("SELECT id FROM auth_requests")}
 
 
-def configure(scene, web: RunningServer) -> None:
+def configure(scene, web: RunningServer, otp_fallback: bool = False) -> None:
     scene.write_config(api_url=web.url, consumer_key=web.key, consumer_secret=web.secret,
-                       auth_timeout=AUTH_TIMEOUT, http_timeout=5, otp_fallback=False)
+                       auth_timeout=AUTH_TIMEOUT, http_timeout=5, otp_fallback=otp_fallback)
 
 
 def test_a_login_is_approved_and_a_sudo_command_denied_by_clicks(web, phone, scene):
@@ -137,9 +137,16 @@ def test_a_login_is_approved_and_a_sudo_command_denied_by_clicks(web, phone, sce
     secret = pyotp.parse_uri(otpauth)
     assert (secret.digits, secret.interval, secret.digest().name) == (6, 30, "sha1")
     phone.button("Done").click()
+    scene.install_service()
+
+    # The authenticator app's code works at the module's code prompt.
+    configure(scene, web, otp_fallback=True)
+    result = scene.pamtester([scene.user.password, secret.now()])
+    assert result.ok, result
+    assert scene.audit()["outcome"] == "granted"
+    configure(scene, web)
 
     # A pamtester login: the request appears on the page without a reload.
-    scene.install_service()
     before = request_ids(web)
     thread, outcome = start_login(scene)
     request_id = pending_request(web, before)
@@ -152,7 +159,8 @@ def test_a_login_is_approved_and_a_sudo_command_denied_by_clicks(web, phone, sce
     thread.join(AUTH_TIMEOUT + 30)
     result = outcome["result"]
     assert result.ok, f"{result}\n{scene.describe()}\n{web.log()}"
-    assert scene.audit()["outcome"] == "granted" and scene.audit()["request"] == request_id
+    audit = scene.audit_lines()[-1]
+    assert audit["outcome"] == "granted" and audit["request"] == request_id
     phone.wait_text("status", "Approved")
 
     # A sudo command, seen on the page as it will run, denied by a click.
