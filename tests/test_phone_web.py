@@ -17,7 +17,12 @@ import pyotp
 import pytest
 import requests
 
-from pam_toopher.server.devices import REQUEST_MAX_AGE, DeviceStore, secret_hash
+from pam_toopher.server.devices import (
+    CHALLENGE_SECONDS,
+    REQUEST_MAX_AGE,
+    DeviceStore,
+    secret_hash,
+)
 from pam_toopher.server.errors import BadRequest
 from pam_toopher.server.store import Store
 from pam_toopher.server.webapp import WebApp, csrf_token, parse_public_url
@@ -327,6 +332,16 @@ def test_a_replayed_assertion_is_refused(scene):
     status, answer = scene.browser.call("POST", url, signed)
     assert status == 400 and "already used" in answer["error"]
     assert len(scene.devices.answers()) == 1
+
+
+def test_an_expired_challenge_is_refused(scene):
+    scene.enrol()
+    request_id = scene.request()
+    signed = scene.browser.signed("requests", request_id, scene.key)
+    scene.clock.now += CHALLENGE_SECONDS + 1
+    status, answer = scene.browser.call("POST", f"/app/api/requests/{request_id}/approve", signed)
+    assert status == 400 and "expired" in answer["error"]
+    assert scene.request_row(request_id)["pending"] and scene.devices.answers() == []
 
 
 def test_an_assertion_for_one_request_never_answers_another(scene):
