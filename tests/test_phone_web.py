@@ -309,6 +309,40 @@ def test_pending_requests_are_listed_newest_first_with_what_they_are_for(scene):
     assert requests_shown[1]["age"] >= 2
 
 
+def test_the_pages_poll_writes_nothing(scene, monkeypatch):
+    """A phone polls every second: that must take no write lock (nor wake long polls)."""
+    scene.enrol()
+    scene.request()
+    phrase = scene.browser.call("POST", "/app/api/phrase", {})[1]["phrase"]
+    scene.store.create_pairing(scene.requester_id, "alice", "phrase", phrase)
+    writes = []
+    transaction = scene.store._tx
+
+    def spy(write=True, quiet=False):
+        if write:
+            writes.append(quiet)
+        return transaction(write=write, quiet=quiet)
+
+    monkeypatch.setattr(scene.store, "_tx", spy)
+    for _ in range(3):
+        state = scene.browser.state()
+    assert len(state["requests"]) == 1 and len(state["pairings"]) == 1
+    assert writes == []
+
+
+def test_a_due_simulator_rule_answers_before_the_phone(scene):
+    scene.enrol()
+    scene.store.set_rule("alice", "deny", delay=5)
+    request_id = scene.request()
+    signed = scene.browser.signed("requests", request_id, scene.key)
+    scene.clock.now += 6
+    assert scene.browser.state()["requests"] == []
+    status, _ = scene.browser.call("POST", f"/app/api/requests/{request_id}/approve", signed)
+    assert status == 409
+    row = scene.request_row(request_id)
+    assert not row["granted"] and row["reason"] == "denied by rule"
+
+
 def test_approving_needs_a_verified_assertion_bound_to_that_request(scene):
     scene.enrol()
     request_id = scene.request()

@@ -76,6 +76,11 @@ FROM auth_requests r JOIN users u ON u.id = r.user_id
 JOIN terminals t ON t.id = r.terminal_id JOIN actions a ON a.id = r.action_id
 JOIN requesters q ON q.id = r.requester_id LEFT JOIN request_times rt ON rt.request_id = r.id
 """
+# The phone's reads write nothing (a page polls every second): a request or
+# pairing whose simulator rule is due counts as answered, as the store will
+# record it on its next read.
+_REQUEST_NO_RULE_DUE = "(r.auto_at IS NULL OR r.auto_at > ?)"
+_PAIRING_NO_RULE_DUE = "(p.auto_at IS NULL OR p.auto_at > ?)"
 _PAIRING_FOR_PHONE = """
 SELECT p.id, p.pending, p.auto_at, p.totp_secret, u.name AS user_name, q.name AS requester_name
 FROM pairings p JOIN users u ON u.id = p.user_id JOIN requesters q ON q.id = p.requester_id
@@ -285,13 +290,12 @@ class DeviceStore:
 
     def request_for_phone(self, request_id: str, user_name: str) -> sqlite3.Row:
         """A pending, recent request of this user, as the server recorded it."""
-        self.store.pending_requests(user_name)  # applies the simulator's due rules first
         with self.store.transaction(write=False) as db:
             row = db.execute(_REQUEST_FOR_PHONE + " WHERE r.id = ? AND u.name = ?",
                              (request_id, user_name)).fetchone()
         if row is None:
             raise NotFound("No such request for this user")
-        if not row["pending"]:
+        if not self._open(row):
             raise Conflict("This request was already answered")
         if not self._fresh(row["created"]):
             raise Conflict("This request is too old to answer; start the login again")
@@ -299,11 +303,12 @@ class DeviceStore:
 
     def pending_requests(self, user_name: str) -> list[dict]:
         """The user's pending, recent requests, newest first, as the page shows them."""
-        self.store.pending_requests(user_name)
         with self.store.transaction(write=False) as db:
             rows = db.execute(_REQUEST_FOR_PHONE + " WHERE r.pending = 1 AND u.name = ?"
-                              " AND rt.created > ? ORDER BY r.seq DESC",
-                              (user_name, self.clock() - REQUEST_MAX_AGE)).fetchall()
+                              " AND rt.created > ? AND " + _REQUEST_NO_RULE_DUE
+                              + " ORDER BY r.seq DESC",
+                              (user_name, self.clock() - REQUEST_MAX_AGE,
+                               self.clock())).fetchall()
         now = self.clock()
         return [{"id": row["id"], "terminal": row["terminal_name"], "action": row["action_name"],
                  "requester": row["requester_name"], "age": max(0, int(now - row["created"]))}
@@ -341,19 +346,26 @@ class DeviceStore:
     # -- pairings ---------------------------------------------------------------------------------
 
     def pairing_for_phone(self, pairing_id: str, user_name: str) -> sqlite3.Row:
-        self.store.pending_pairings(user_name)  # applies the simulator's due rules first
         with self.store.transaction(write=False) as db:
             row = db.execute(_PAIRING_FOR_PHONE + " WHERE p.id = ? AND u.name = ?",
                              (pairing_id, user_name)).fetchone()
         if row is None:
             raise NotFound("No such pairing for this user")
-        if not row["pending"]:
+        if not self._open(row):
             raise Conflict("This pairing was already answered")
         return row
 
     def pending_pairings(self, user_name: str) -> list[dict]:
-        return [{"id": pairing["id"], "requester": pairing["requester"]}
-                for pairing in reversed(self.store.pending_pairings(user_name))]
+        """The user's pending pairings, newest first."""
+        with self.store.transaction(write=False) as db:
+            rows = db.execute(_PAIRING_FOR_PHONE + " WHERE p.pending = 1 AND u.name = ? AND "
+                              + _PAIRING_NO_RULE_DUE + " ORDER BY p.seq DESC",
+                              (user_name, self.clock())).fetchall()
+        return [{"id": row["id"], "requester": row["requester_name"]} for row in rows]
+
+    def _open(self, row: sqlite3.Row) -> bool:
+        """Pending, and no simulator rule has come due (it answers first)."""
+        return bool(row["pending"]) and (row["auto_at"] is None or row["auto_at"] > self.clock())
 
     def answer_pairing(self, device: sqlite3.Row, pairing: sqlite3.Row,
                        accept: bool, challenge_id: str | None = None,
