@@ -67,7 +67,7 @@ def enrol(web: RunningServer, phone: PhoneBrowser, user: str) -> None:
                               timeout=30, check=True)
     link = next(line for line in enrolled.stdout.splitlines() if line.startswith("http://"))
     phone.open(link)
-    phone.button("Register").click()
+    phone.click("Register")
     phone.wait_text("status", "This phone is registered")
     phone.wait_text("who", user)
 
@@ -77,7 +77,7 @@ def pair_from_page(web: RunningServer, phone: PhoneBrowser, scene) -> str:
 
     Returns the otpauth:// link the page shows once.
     """
-    phone.button("Show a pairing phrase").click()
+    phone.click("Show a pairing phrase")
     phrase = phone.wait(lambda: phone.text("phrase"), "a pairing phrase")
     pairing = subprocess.Popen(["/usr/bin/python3", "-m", "pam_toopher.cli", "--config",
                                 str(scene.config_path), "pair", scene.user.name,
@@ -88,7 +88,7 @@ def pair_from_page(web: RunningServer, phone: PhoneBrowser, scene) -> str:
         [pending] = phone.wait(lambda: web.query("SELECT id FROM pairings WHERE pending = 1"),
                                "the pairing on the server")
         card = phone.card(pending[0])
-        phone.button("Accept", card).click()
+        phone.click("Accept", card)
         out, err = pairing.communicate(timeout=30)
     finally:
         if pairing.poll() is None:
@@ -136,7 +136,7 @@ def test_a_login_is_approved_and_a_sudo_command_denied_by_clicks(web, phone, sce
     otpauth = pair_from_page(web, phone, scene)
     secret = pyotp.parse_uri(otpauth)
     assert (secret.digits, secret.interval, secret.digest().name) == (6, 30, "sha1")
-    phone.button("Done").click()
+    phone.click("Done")
     scene.install_service()
 
     # The authenticator app's code works at the module's code prompt.
@@ -155,7 +155,7 @@ def test_a_login_is_approved_and_a_sudo_command_denied_by_clicks(web, phone, sce
     assert action == f"{scene.service.name} login from 203.0.113.5"
     assert card.find_element("css selector", ".host").text  # the terminal name
     assert card.find_element("css selector", ".requester").text == "test requester"
-    phone.button("Approve", card).click()
+    phone.click("Approve", card)
     thread.join(AUTH_TIMEOUT + 30)
     result = outcome["result"]
     assert result.ok, f"{result}\n{scene.describe()}\n{web.log()}"
@@ -179,7 +179,7 @@ def test_a_login_is_approved_and_a_sudo_command_denied_by_clicks(web, phone, sce
             card = phone.card(request_id)
             assert card.find_element("css selector", ".action").text == \
                 f"{sudo_service.name}: -k -S /usr/bin/id -u"
-            phone.button("Deny", card).click()
+            phone.click("Deny", card)
             child.expect(pexpect.EOF, timeout=AUTH_TIMEOUT + 10)
             child.close()
             assert child.exitstatus == 1, child.before
@@ -203,7 +203,7 @@ def test_no_approval_without_user_verification_and_no_replay(web, phone, scene):
     configure(scene, web)
     enrol(web, phone, scene.user.name)
     pair_from_page(web, phone, scene)
-    phone.button("Done").click()
+    phone.click("Done")
     scene.install_service()
 
     before = request_ids(web)
@@ -213,14 +213,12 @@ def test_no_approval_without_user_verification_and_no_replay(web, phone, scene):
     # The fingerprint/PIN check fails: the browser itself refuses to sign,
     # since the server asked for user verification.
     phone.set_user_verified(False)
-    phone.button("Approve", card).click()
+    phone.click("Approve", card)
     phone.wait_text("status", "cancelled or refused")
     # A tampered page that lowers the requirement gets an assertion without
     # the UV flag signed: the server refuses it.
     phone.driver.execute_script(LOWER_USER_VERIFICATION)
-    phone.wait(lambda: phone.button("Approve", phone.card(request_id)).is_enabled(),
-               "the Approve button again")
-    phone.button("Approve", phone.card(request_id)).click()
+    phone.click("Approve", phone.card(request_id))
     phone.wait_text("status", "user verified flag not set")
     assert web.query("SELECT pending FROM auth_requests WHERE id = ?", request_id) == [(1,)]
     phone.driver.execute_script("window.fetch = window.__untampered;")
@@ -228,9 +226,7 @@ def test_no_approval_without_user_verification_and_no_replay(web, phone, scene):
     # Verified this time; the page's approval is recorded so that it can be replayed.
     phone.set_user_verified(True)
     phone.record_posts()
-    phone.wait(lambda: phone.button("Approve", phone.card(request_id)).is_enabled(),
-               "the Approve button again")
-    phone.button("Approve", phone.card(request_id)).click()
+    phone.click("Approve", phone.card(request_id))
     thread.join(AUTH_TIMEOUT + 30)
     assert outcome["result"].ok, outcome["result"]
     [(url, body)] = [post for post in phone.posts() if post[0].endswith("/approve")]
@@ -247,7 +243,7 @@ def test_no_approval_without_user_verification_and_no_replay(web, phone, scene):
     status, answer = phone.post_from_page(url.replace(request_id, other), body)
     assert status == 400, answer
     assert web.query("SELECT pending FROM auth_requests WHERE id = ?", other) == [(1,)]
-    phone.button("Deny", phone.card(other)).click()
+    phone.click("Deny", phone.card(other))
     thread.join(AUTH_TIMEOUT + 30)
     assert outcome["result"].failed_with("PAM_AUTH_ERR"), outcome["result"]
     assert [line["outcome"] for line in scene.audit_lines()] == ["granted", "denied"]

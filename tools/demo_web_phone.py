@@ -39,21 +39,21 @@ class WebPhone:
         self.say(f"   $ toopher-server device enroll {self.user}")
         self.say(f"   {link}")
         self.browser.open(link)
-        self.browser.button("Register").click()
+        self.browser.click("Register")
         self.say(f"   [phone] {self.browser.wait_text('status', 'registered')}"
                  " (a passkey in Chrome's virtual authenticator)")
 
     def pairing_phrase(self) -> str:
-        self.browser.button("Show a pairing phrase").click()
+        self.browser.click("Show a pairing phrase")
         return self.browser.wait(lambda: self.browser.text("phrase"), "a pairing phrase")
 
     def accept_pairing(self, pairing_id: str) -> None:
-        self.browser.button("Accept", self.browser.card(pairing_id)).click()
+        self.browser.click("Accept", self.browser.card(pairing_id))
         self.browser.wait(lambda: self.browser.driver.find_element("id", "otp").is_displayed(),
                           "the authenticator app's secret")
         self.say("   [phone] Accept (with the passkey); the page shows the secret for an"
                  " authenticator app once")
-        self.browser.button("Done").click()
+        self.browser.click("Done")
 
     def answer(self, decide: Callable[[dict], bool], timeout: float) -> bool:
         """Wait for the request on the page, let ``decide`` see it, click the answer."""
@@ -63,7 +63,7 @@ class WebPhone:
         shown = {"action": card.find_element("css selector", ".action").text,
                  "host": card.find_element("css selector", ".host").text}
         approved = decide(shown)
-        self.browser.button("Approve" if approved else "Deny", card).click()
+        self.browser.click("Approve" if approved else "Deny", card)
         status = self.browser.wait_text("status", "Approved" if approved else "Denied")
         self.say(f"   [phone] clicked {'Approve' if approved else 'Deny'}: {status}")
         return approved

@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from selenium import webdriver
 from selenium.common.exceptions import (
@@ -84,7 +84,7 @@ class PhoneBrowser:
         finally:
             shutil.rmtree(self._profile, ignore_errors=True)
 
-    def __enter__(self) -> PhoneBrowser:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -126,6 +126,12 @@ class PhoneBrowser:
             if button.is_displayed() and button.accessible_name == name:
                 return button
         raise NoSuchElementException(f"no visible button named {name!r}")
+
+    def click(self, name: str, within: WebElement | None = None) -> None:
+        """Click the button named ``name`` once it is enabled (a new request's
+        Approve button is armed one second after it appears)."""
+        self.wait(lambda: self.button(name, within).is_enabled(), f"{name!r} enabled")
+        self.button(name, within).click()
 
     def card(self, object_id: str) -> WebElement:
         """The request's (or pairing's) card on the page, once it is shown."""

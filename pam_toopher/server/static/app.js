@@ -4,6 +4,9 @@
 "use strict";
 
 const POLL_MS = 1000;
+// A new request's Approve button waits this long before it works, so that a
+// card appearing at the top cannot take a tap meant for the one below it.
+const ARM_MS = 1000;
 let csrf = "";
 let pollTimer = null;
 const busy = new Set();  // ids of requests/pairings whose answer is in progress
@@ -126,7 +129,10 @@ function requestCard(request) {
   for (const button of card.querySelectorAll("button")) {
     button.setAttribute("aria-describedby", action.id);
   }
-  card.querySelector(".approve").addEventListener("click", () => approve(request.id, card));
+  const approveButton = card.querySelector(".approve");
+  approveButton.disabled = true;
+  setTimeout(() => { if (!busy.has(request.id)) approveButton.disabled = false; }, ARM_MS);
+  approveButton.addEventListener("click", () => approve(request, card));
   card.querySelector(".deny").addEventListener("click", () => deny(request.id, card));
   return card;
 }
@@ -218,9 +224,10 @@ async function answer(id, card, work, done) {
   }
 }
 
-function approve(id, card) {
+function approve(request, card) {
+  const id = request.id;
   return answer(id, card, async () => {
-    say("Confirm with your passkey…");
+    say(`Confirm with your passkey to approve: ${request.action} (${request.terminal})`);
     const signed = await assertion(`/app/api/requests/${id}/options`);
     await post(`/app/api/requests/${id}/approve`, signed);
   }, "Approved.");
