@@ -17,8 +17,13 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["pam_toopher", "pam_toopher.*"]),
+    # The phone web app's pages, served by toopher-server under /app/.
+    package_data={"pam_toopher.server": ["static/*"]},
     # oauthlib is named because the server verifies signatures with it directly.
     install_requires=["requests>=2.25", "requests-oauthlib>=1.3", "oauthlib>=3.1"],
+    # toopher-server's phone web app (--public-url): passkeys and QR codes.
+    # fido2 2.x changed the verification API this code uses.
+    extras_require={"web": ["fido2>=0.9.1,<2", "segno>=1.4"]},
     entry_points={
         "console_scripts": [
             "toopher-pam=pam_toopher.cli:main",

@@ -32,7 +32,11 @@ def run_demo(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("args, approved", [(["--yes"], True), (["--no"], False), ([], True)])
+@pytest.mark.parametrize("args, approved", [
+    (["--yes"], True), (["--no"], False), ([], True),
+    # the phone is the web app in headless Chromium, answering by clicks
+    (["--web-phone", "--yes"], True), (["--web-phone", "--no"], False),
+])
 def test_demo_logs_in_as_the_phone_says_and_cleans_up(args, approved):
     require_root()
     result = run_demo(*args)
@@ -48,6 +52,8 @@ def test_demo_logs_in_as_the_phone_says_and_cleans_up(args, approved):
         assert "PAM result: Authentication failure" in output, output
         assert "outcome=denied" in output and "PAM_SUCCESS" not in output, output
     assert "rhost=127.0.0.1" in output
+    if "--web-phone" in args:
+        assert f"[phone] clicked {'Approve' if approved else 'Deny'}" in output, output
     assert leftovers(output) == [], output
 
 

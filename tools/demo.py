@@ -38,13 +38,27 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def free_privileged_port() -> int:
+    """A free loopback port below 1024: plain http the module believes (root only)."""
+    for port in range(1023, 512, -1):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below 1024 on 127.0.0.1")
+
+
 def step(text: str) -> None:
     say(f"\n== {text}")
 
 
 class Demo:
-    def __init__(self, answer: str, auth_timeout: int):
+    def __init__(self, answer: str, auth_timeout: int, web_phone: bool = False):
         self.answer = answer            # "ask", "yes" or "no"
+        self.web = web_phone            # the phone is the web app in headless Chromium
+        self.web_phone = None
         self.auth_timeout = auth_timeout
         self.name = f"toopher-demo-{secrets.token_hex(2)}"
         self.password = "demo-" + secrets.token_urlsafe(9)
@@ -54,6 +68,7 @@ class Demo:
         self.user_made = False
         self.service_path = None
         self.phone = None
+        self.ca_bundle = None           # the server's private CA, when it speaks https
 
     # --------------------------------------------------------------- setup
 
@@ -66,17 +81,23 @@ class Demo:
         finally:
             store.close()
         # The module believes only a server no local user can pose as: https,
-        # with a private CA the server makes itself (the module's ca_bundle).
-        tls = self.tmp / "tls"
-        subprocess.run([PYTHON, "-m", "pam_toopher.server", "make-cert", "--dir", str(tls),
-                        "--name", "127.0.0.1"], cwd=REPO, check=True, stdout=subprocess.DEVNULL,
-                       env=dict(os.environ, PYTHONPATH=str(REPO)))
-        self.ca_bundle = str(tls / "ca.pem")
-        say(f"   toopher-server make-cert --dir {tls} --name 127.0.0.1")
+        # with a private CA the server makes itself (the module's ca_bundle);
+        # or, for the web phone (passkeys need https on a DNS name or
+        # http://localhost), plain http on a port below 1024, which only root binds.
+        if self.web:
+            port, listen = free_privileged_port(), ["--public-url", "http://localhost"]
+        else:
+            tls = self.tmp / "tls"
+            subprocess.run([PYTHON, "-m", "pam_toopher.server", "make-cert", "--dir", str(tls),
+                            "--name", "127.0.0.1"], cwd=REPO, check=True,
+                           stdout=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(REPO)))
+            self.ca_bundle = str(tls / "ca.pem")
+            say(f"   toopher-server make-cert --dir {tls} --name 127.0.0.1")
+            port, listen = 0, ["--tls-cert", str(tls / "server.pem"),
+                               "--tls-key", str(tls / "server.key")]
         self.server = subprocess.Popen(
             [PYTHON, "-m", "pam_toopher.server", "serve", "--db", self.db,
-             "--host", "127.0.0.1", "--port", "0", "--tls-cert", str(tls / "server.pem"),
-             "--tls-key", str(tls / "server.key")],
+             "--host", "127.0.0.1", "--port", str(port)] + listen,
             cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1"),
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         ready, _, _ = select.select([self.server.stdout], [], [], 15)
@@ -103,7 +124,7 @@ class Demo:
         with os.fdopen(fd, "w") as handle:
             handle.write("[toopher]\n"
                          f"api_url = {self.url}\n"
-                         f"ca_bundle = {self.ca_bundle}\n"
+                         + (f"ca_bundle = {self.ca_bundle}\n" if self.ca_bundle else "") +
                          f"consumer_key = {self.key}\n"
                          f"consumer_secret = {self.secret}\n"
                          f"auth_timeout = {self.auth_timeout}\n"
@@ -125,13 +146,25 @@ class Demo:
         for line in lines:
             say(f"   {line}")
 
+    def enrol_web_phone(self) -> None:
+        from demo_web_phone import WebPhone  # Selenium and Chromium only for --web-phone
+
+        step(f"enrolling a phone for {self.name}: the web app in headless Chromium")
+        self.web_phone = WebPhone(self.db, self.name, self.tmp, say)
+        self.web_phone.enrol()
+
     def pair(self) -> None:
-        step(f"pairing {self.name} with the simulated phone")
-        phrase = self.phone.make_pairing_phrase(self.name)
+        step(f"pairing {self.name} with the {'web app' if self.web else 'simulated'} phone")
+        if self.web_phone:
+            phrase = self.web_phone.pairing_phrase()
+        else:
+            phrase = self.phone.make_pairing_phrase(self.name)
+            self.phone.set_pairing_rule(self.name, "accept")
         say(f"   the phone app shows the pairing phrase: {phrase}")
-        self.phone.set_pairing_rule(self.name, "accept")
         with ToopherApi(self.key, self.secret, self.url, ca_bundle=self.ca_bundle) as api:
             pairing = api.pair(phrase, self.name)
+            if self.web_phone:
+                self.web_phone.accept_pairing(pairing.id)
             pairing = api.get_pairing_status(pairing.id, long_poll=5)
         self.phone.clear_pairing_rule(self.name)
         if not pairing.enabled:
@@ -174,6 +207,9 @@ class Demo:
 
     def play_phone(self, login: subprocess.Popen) -> bool:
         deadline = time.monotonic() + self.auth_timeout
+        if self.web_phone:
+            return self.web_phone.answer(lambda shown: self.decide(shown, deadline),
+                                         self.auth_timeout)
         request = None
         while request is None and time.monotonic() < deadline and login.poll() is None:
             pending = self.phone.pending_requests(self.name)
@@ -182,19 +218,22 @@ class Demo:
         if request is None:
             say("   (no push arrived)")
             return False
+        approved = self.decide(request, deadline)
+        if approved:
+            self.phone.approve(request["id"], "approved in the demo")
+        else:
+            self.phone.deny(request["id"], "denied in the demo")
+        return approved
+
+    def decide(self, request: dict, deadline: float) -> bool:
         say("")
         say(f"   [phone] {self.name} wants to log in to {self.host} from 127.0.0.1 "
             f"\u2014 approve? [y/n]")
         say(f"   [phone] ({request['action']})")
         if self.answer == "ask":
-            approved = self.ask(deadline)
-        else:
-            approved = self.answer == "yes"
-            say(f"   [phone] answering {'y' if approved else 'n'} (--{self.answer})")
-        if approved:
-            self.phone.approve(request["id"], "approved in the demo")
-        else:
-            self.phone.deny(request["id"], "denied in the demo")
+            return self.ask(deadline)
+        approved = self.answer == "yes"
+        say(f"   [phone] answering {'y' if approved else 'n'} (--{self.answer})")
         return approved
 
     @staticmethod
@@ -216,6 +255,9 @@ class Demo:
 
     def cleanup(self) -> None:
         step("cleaning up")
+        if self.web_phone is not None:
+            self.web_phone.close()
+            say("   closed the browser")
         if self.phone is not None:
             self.phone.close()
         if self.server is not None:
@@ -249,6 +291,8 @@ class Demo:
             self.start_server()
             self.create_user()
             self.install_service()
+            if self.web:
+                self.enrol_web_phone()
             self.pair()
             result = self.login()
         finally:
@@ -284,6 +328,9 @@ def main() -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--yes", action="store_true", help="the phone approves")
     group.add_argument("--no", action="store_true", help="the phone denies")
+    parser.add_argument("--web-phone", action="store_true",
+                        help="the phone is the web app (toopher-server --public-url) in headless"
+                             " Chromium with a virtual passkey, instead of the simulator")
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("run as root")
@@ -294,7 +341,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _exit_on)
     signal.signal(signal.SIGHUP, _exit_on)
     try:
-        return Demo(answer, auth_timeout=60 if answer == "ask" else 10).run()
+        return Demo(answer, auth_timeout=60 if answer == "ask" else 10,
+                    web_phone=args.web_phone).run()
     except KeyboardInterrupt:
         say("\ninterrupted; everything made was removed")
         return 130

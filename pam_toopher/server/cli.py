@@ -10,9 +10,11 @@ import shlex
 import signal
 import sqlite3
 import sys
+import time
 from typing import List, Optional
 
 from . import forwarded
+from .dispatch import Response
 from .errors import ServerError
 from .httpd import ConnectionLimits, make_server, raise_file_limit
 from .limits import Limits
@@ -81,6 +83,8 @@ def cmd_serve(args) -> int:
     store = Store(_db(args), limits=_limits(args), log=_log)
     server = make_server(store, args.host, args.port, args.tls_cert, args.tls_key,
                          limits=limits, trusted_proxies=trusted)
+    if args.public_url:
+        _enable_webapp(server, store, args.public_url)
 
     def stop(signum, frame):
         raise KeyboardInterrupt
@@ -111,6 +115,81 @@ def _limits(args) -> Limits:
 
 def _log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def _enable_webapp(server, store: Store, public_url: str) -> None:
+    """Serve the phone web app under /app/ at ``public_url``."""
+    from .webapp import WebApp, parse_public_url  # fido2 is loaded only when needed
+
+    try:
+        public = parse_public_url(public_url, server.server_address[1])
+    except ServerError as error:
+        server.server_close()
+        raise UsageError(error.message) from None
+    webapp = WebApp(store, public)
+    webapp.devices.set_public_url(public.origin)
+    # Fault switches are for API clients: the web app's route comes before them.
+    for prefix in ("/app", "/app/"):
+        server.dispatcher.add_route(prefix, lambda request: Response.from_parts(*webapp.handle(
+            request.method, request.target, request.headers, request.body)))
+    # stdout keeps its one "listening on" line; this is for the administrator.
+    print(f"phone web app at {public.app_url}", file=sys.stderr, flush=True)
+
+
+def _when(timestamp: Optional[float]) -> str:
+    if timestamp is None:
+        return "never"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def cmd_device(args) -> int:
+    from .devices import DeviceStore  # no fido2 needed for these
+
+    devices = DeviceStore(Store(_existing_db(args) if args.action != "enroll" else _db(args)))
+    if args.action == "enroll":
+        return _enroll(args, devices)
+    if args.action == "list":
+        for device in devices.list_devices(args.user):
+            status = f"revoked={_when(device['revoked'])}" if device["revoked"] else "active"
+            print(f"{device['id']} user={shlex.quote(device['user'])} "
+                  f"name={shlex.quote(device['name'])} created={_when(device['created'])} "
+                  f"last_used={_when(device['last_used'])} {status}")
+    elif args.action == "revoke":
+        devices.revoke(args.id)
+        print(f"device {args.id} revoked")
+    return 0
+
+
+def _enroll(args, devices) -> int:
+    from .webapp import parse_public_url
+
+    url = args.public_url or devices.public_url()
+    if not url:
+        raise UsageError("no public URL known: give --public-url, or start"
+                         " 'serve --public-url' once")
+    public = parse_public_url(url)
+    token = devices.create_enrol_token(args.user, args.name, args.minutes * 60)
+    print(f"Open this link on {args.user}'s phone within {args.minutes:g} minutes"
+          " (it works once):")
+    print(public.enrol_link(token), flush=True)
+    if not args.no_qr:
+        import segno
+
+        segno.make(public.enrol_link(token), error="m").terminal(compact=True)
+    return 0
+
+
+def cmd_answers(args) -> int:
+    from .devices import DeviceStore
+
+    for answer in DeviceStore(Store(_existing_db(args))).answers(args.user, args.limit):
+        details = " ".join(f"{name}={shlex.quote(str(answer[name]))}"
+                           for name in ("terminal", "action", "requester") if name in answer)
+        proof = "passkey" if answer["assertion"] else "session"
+        print(f"{_when(answer['at'])} {answer['answer']} {answer['kind']} {answer['id']}"
+              f" user={shlex.quote(answer['user'])} device={answer['device_id']}"
+              f" device_name={shlex.quote(answer['device'])} {details} proof={proof}")
+    return 0
 
 
 def cmd_requester_create(args) -> int:
@@ -223,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     serve.add_argument("--tls-cert", metavar="CERT")
     serve.add_argument("--tls-key", metavar="KEY")
+    serve.add_argument("--public-url", metavar="URL",
+                       help="serve the phone web app under /app/ at this https URL"
+                            " (http only for http://localhost); its host is the passkeys' rp_id")
     defaults = Limits()
     serve.add_argument("--otp-max-failures", type=int, default=defaults.otp_max_failures,
                        metavar="N", help="wrong codes per pairing before codes are locked out")
@@ -261,6 +343,30 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(repeat for several)")
     make_cert.add_argument("--days", type=int, default=825, help="validity (default 825)")
     make_cert.set_defaults(func=cmd_make_cert)
+
+
+    device = commands.add_parser("device", parents=[db], help="enrolled phones (web app)")
+    device.set_defaults(func=cmd_device)
+    device_actions = device.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    enroll = device_actions.add_parser("enroll", parents=[db],
+                                       help="print a one-time enrolment link and its QR code")
+    enroll.add_argument("user")
+    enroll.add_argument("--name", default="phone", help="the device's name (default: phone)")
+    enroll.add_argument("--minutes", type=float, default=15.0,
+                        help="how long the link works (default 15)")
+    enroll.add_argument("--public-url", metavar="URL",
+                        help="default: the one the server was last started with")
+    enroll.add_argument("--no-qr", action="store_true", help="print the link only")
+    device_actions.add_parser("list", parents=[db], help="enrolled phones"
+                              ).add_argument("user", nargs="?")
+    device_actions.add_parser("revoke", parents=[db], help="revoke a phone at once"
+                              ).add_argument("id")
+
+    answers = commands.add_parser("answers", parents=[db],
+                                  help="who answered what, when, from which phone")
+    answers.add_argument("--user")
+    answers.add_argument("--limit", type=int, default=100)
+    answers.set_defaults(func=cmd_answers)
 
     requester = commands.add_parser("requester", parents=[db], help="manage API credentials")
     requester_commands = requester.add_subparsers(dest="action", required=True,

@@ -204,6 +204,16 @@ class Store:
         with self._tx(write=False) as db:
             db.execute("SELECT 1 FROM requesters LIMIT 1").fetchall()
 
+    def transaction(self, write: bool = True, quiet: bool = False):
+        """A transaction on the shared connection, for the stores of other
+        tables (``devices.py``); it wakes long polls like the store's own."""
+        return self._tx(write=write, quiet=quiet)
+
+    def create_tables(self, schema: str) -> None:
+        """Run ``CREATE ... IF NOT EXISTS`` statements of another module's tables."""
+        with self._lock:
+            self._db.executescript(schema)
+
     def wait_for_change(self, timeout: float) -> None:
         """Sleep until this process writes something, or ``timeout`` passes.
 

@@ -17,10 +17,12 @@ The subprocess is ``/usr/bin/python3 -m pam_toopher.server serve`` on a free
 port; it is killed at teardown, also when the test fails.
 """
 import os
+import re
 import resource
 import select
 import sqlite3
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -80,6 +82,20 @@ def make_server_cert(directory: Path, ca: Tuple[Path, Path], name: str = "server
     return cert, key
 
 
+def privileged_port() -> int:
+    """A free 127.0.0.1 port below 1024: the only plain http the module
+    believes (no local user can bind it).  Root only, as the tests that
+    drive the module are."""
+    for port in range(1023, 512, -1):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below 1024 on 127.0.0.1")
+
+
 class RunningServer:
     """``toopher-server serve`` in a subprocess, with a requester and a Phone.
 
@@ -88,7 +104,8 @@ class RunningServer:
     """
 
     def __init__(self, directory: Optional[str] = None, tls: bool = False,
-                 serve_args: Sequence[str] = (), open_files: Optional[int] = None):
+                 serve_args: Sequence[str] = (), open_files: Optional[int] = None,
+                 port: int = 0):
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="toopher-server-")
         self.directory = Path(directory or self._tmp.name)
         self.db_path = str(self.directory / "toopher.db")
@@ -96,7 +113,8 @@ class RunningServer:
         self.tls = tls
         self.serve_args = tuple(serve_args)  # more `serve` options, e.g. ("--idle-timeout", "1")
         self.open_files = open_files  # the soft RLIMIT_NOFILE it starts with (systemd's is 1024)
-        self.port = 0
+        self.app_url: Optional[str] = None  # the phone web app, with --public-url
+        self.port = port  # 0: a free one; privileged_port() for plain http the module believes
         self.url = None
         self.ca_cert_path = self.untrusted_ca_cert_path = None
         self._cert = None
@@ -139,12 +157,24 @@ class RunningServer:
         self.url = line[len("listening on "):]
         # Kept, so restart() comes back at the same URL clients were given.
         self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+        if "--public-url" in self.serve_args:
+            self.app_url = self._app_url()
         return self
 
     def _limit_open_files(self) -> None:
         if self.open_files is not None:
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
+
+    def _app_url(self) -> str:
+        """The "phone web app at URL" line the server logs to stderr when it starts."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            found = re.search(r"phone web app at (\S+)", self.log())
+            if found:
+                return found.group(1)
+            time.sleep(0.02)
+        raise RuntimeError(f"no web app URL in the log: {self.log()}")
 
     def _read_line(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout

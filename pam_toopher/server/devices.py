@@ -1,0 +1,401 @@
+"""Enrolled phones: enrolment links, passkeys, sessions, single-use challenges, answers.
+
+The tables live in the server's database next to :mod:`.store`'s and are
+written through the same connection (:meth:`Store.transaction`), so an answer
+from a phone wakes the module's long poll like any other write.  Every
+single-use thing (enrolment token, WebAuthn challenge) is consumed by one
+conditional ``UPDATE ... WHERE used = 0`` whose row count decides, inside the
+transaction that also answers the request: of two concurrent uses one wins,
+and a refusal leaves nothing changed.
+
+Phones belong to a *user name*, across requesters, like the simulator's
+rules: one toopher-server serves one organisation.
+
+Secrets here (enrolment tokens, session cookies) are stored as SHA-256
+hashes only; a stolen database does not yield a working link or session.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import BadRequest, Conflict, NotFound, ServerError, Unauthorized
+from .store import REASON_USER, Store
+from .webauthn import NONCE_BYTES, NewCredential
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS web_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS enrol_tokens (
+    token_hash TEXT PRIMARY KEY, user_name TEXT NOT NULL, device_name TEXT NOT NULL,
+    created REAL NOT NULL, expires REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS devices (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, user_name TEXT NOT NULL,
+    name TEXT NOT NULL, credential_id BLOB NOT NULL UNIQUE, credential BLOB NOT NULL,
+    user_handle BLOB NOT NULL, sign_count INTEGER NOT NULL, created REAL NOT NULL,
+    last_used REAL, revoked REAL);
+CREATE TABLE IF NOT EXISTS phone_sessions (
+    token_hash TEXT PRIMARY KEY, device_id TEXT NOT NULL,
+    created REAL NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS webauthn_challenges (
+    id TEXT PRIMARY KEY, purpose TEXT NOT NULL, subject TEXT NOT NULL, device_id TEXT,
+    nonce BLOB NOT NULL, expires REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS phone_answers (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, user_name TEXT NOT NULL,
+    device_id TEXT NOT NULL, device_name TEXT NOT NULL, kind TEXT NOT NULL,
+    subject_id TEXT NOT NULL, answer TEXT NOT NULL, detail TEXT NOT NULL, assertion TEXT);
+-- When each request was created, for its age on the page and the approval
+-- deadline.  A trigger, so every writer (the API, the simulator in another
+-- process) records it without the request code knowing about phones.
+CREATE TABLE IF NOT EXISTS request_times (request_id TEXT PRIMARY KEY, created REAL NOT NULL);
+CREATE TRIGGER IF NOT EXISTS request_times_on_insert AFTER INSERT ON auth_requests
+BEGIN
+    INSERT OR IGNORE INTO request_times
+    VALUES (NEW.id, (julianday('now') - 2440587.5) * 86400.0);
+END;
+"""
+
+#: An enrolment link works once, within this many seconds by default.
+ENROL_TOKEN_SECONDS = 15 * 60
+#: A phone's session cookie; after it, the phone is enrolled again.
+SESSION_SECONDS = 90 * 24 * 3600
+#: A WebAuthn challenge must be answered within this (the prompt's own timeout).
+CHALLENGE_SECONDS = 120
+#: Pending requests older than this are not shown and cannot be approved: the
+#: module stopped waiting long before (auth_timeout stays below 120 s).
+REQUEST_MAX_AGE = 300
+
+_REQUEST_FOR_PHONE = """
+SELECT r.id, r.pending, r.auto_at, u.name AS user_name, t.name AS terminal_name,
+       a.name AS action_name, q.name AS requester_name, rt.created AS created
+FROM auth_requests r JOIN users u ON u.id = r.user_id
+JOIN terminals t ON t.id = r.terminal_id JOIN actions a ON a.id = r.action_id
+JOIN requesters q ON q.id = r.requester_id LEFT JOIN request_times rt ON rt.request_id = r.id
+"""
+# The phone's reads write nothing (a page polls every second): a request or
+# pairing whose simulator rule is due counts as answered, as the store will
+# record it on its next read.
+_REQUEST_NO_RULE_DUE = "(r.auto_at IS NULL OR r.auto_at > ?)"
+_PAIRING_NO_RULE_DUE = "(p.auto_at IS NULL OR p.auto_at > ?)"
+_PAIRING_FOR_PHONE = """
+SELECT p.id, p.pending, p.auto_at, p.totp_secret, u.name AS user_name, q.name AS requester_name
+FROM pairings p JOIN users u ON u.id = p.user_id JOIN requesters q ON q.id = p.requester_id
+"""
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def request_binding(row: sqlite3.Row) -> dict[str, str]:
+    """What an approval signs: the request as the server recorded it."""
+    return {"answer": "approve", "request": row["id"], "user": row["user_name"],
+            "terminal": row["terminal_name"], "action": row["action_name"],
+            "requester": row["requester_name"]}
+
+
+def pairing_binding(row: sqlite3.Row) -> dict[str, str]:
+    """What accepting a pairing signs."""
+    return {"answer": "accept", "pairing": row["id"], "user": row["user_name"],
+            "requester": row["requester_name"]}
+
+
+def _device_view(row: sqlite3.Row) -> dict:
+    return {"id": row["id"], "user": row["user_name"], "name": row["name"],
+            "created": row["created"], "last_used": row["last_used"],
+            "revoked": row["revoked"]}
+
+
+class DeviceStore:
+    """Phones and their answers, on a :class:`Store`'s database."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.clock = store.clock
+        store.create_tables(SCHEMA)
+
+    # -- settings ---------------------------------------------------------------------
+
+    def set_public_url(self, url: str) -> None:
+        """Remembered by ``serve`` so that ``device enroll`` prints links to it."""
+        with self.store.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO web_settings VALUES ('public_url', ?)", (url,))
+
+    def public_url(self) -> str | None:
+        with self.store.transaction(write=False) as db:
+            row = db.execute("SELECT value FROM web_settings WHERE name = 'public_url'").fetchone()
+        return row["value"] if row else None
+
+    # -- enrolment ------------------------------------------------------------------------
+
+    def create_enrol_token(self, user_name: str, device_name: str = "phone",
+                           seconds: float = ENROL_TOKEN_SECONDS) -> str:
+        """A one-time enrolment token; only its hash is stored."""
+        if not user_name or not device_name:
+            raise BadRequest("user name and device name must not be empty")
+        if seconds <= 0:
+            raise BadRequest("the link's lifetime must be positive")
+        token, now = secrets.token_urlsafe(32), self.clock()
+        with self.store.transaction() as db:
+            db.execute("INSERT INTO enrol_tokens (token_hash, user_name, device_name, created,"
+                       " expires) VALUES (?, ?, ?, ?, ?)",
+                       (secret_hash(token), user_name, device_name, now, now + seconds))
+        return token
+
+    def enrolment(self, token: str) -> sqlite3.Row:
+        """The unused, unexpired enrolment of ``token``; one message for every refusal."""
+        with self.store.transaction(write=False) as db:
+            row = db.execute("SELECT * FROM enrol_tokens WHERE token_hash = ? AND used = 0"
+                             " AND expires > ?", (secret_hash(token), self.clock())).fetchone()
+        if row is None:
+            raise BadRequest("This enrolment link is invalid, expired or already used;"
+                             " ask your administrator for a new one")
+        return row
+
+    def user_credential_ids(self, user_name: str) -> list[bytes]:
+        with self.store.transaction(write=False) as db:
+            rows = db.execute("SELECT credential_id FROM devices WHERE user_name = ? AND"
+                              " revoked IS NULL", (user_name,)).fetchall()
+        return [bytes(row["credential_id"]) for row in rows]
+
+    def complete_enrolment(self, token: str, challenge_id: str, credential: NewCredential,
+                           user_handle: bytes) -> tuple[str, str]:
+        """Store the verified passkey as a device; (device id, session token)."""
+        now, device_id = self.clock(), str(uuid.uuid4())
+        session = secrets.token_urlsafe(32)
+        token_hash = secret_hash(token)
+        with self.store.transaction() as db:
+            self._consume_challenge(db, challenge_id, "register", token_hash, None)
+            enrolment = db.execute("SELECT * FROM enrol_tokens WHERE token_hash = ?",
+                                   (token_hash,)).fetchone()
+            used = db.execute("UPDATE enrol_tokens SET used = 1 WHERE token_hash = ? AND"
+                              " used = 0 AND expires > ?", (token_hash, now))
+            if used.rowcount != 1:
+                raise BadRequest("This enrolment link is invalid, expired or already used;"
+                                 " ask your administrator for a new one")
+            try:
+                db.execute("INSERT INTO devices (id, user_name, name, credential_id, credential,"
+                           " user_handle, sign_count, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (device_id, enrolment["user_name"], enrolment["device_name"],
+                            credential.credential_id, credential.credential_data, user_handle,
+                            credential.sign_count, now))
+            except sqlite3.IntegrityError:
+                raise Conflict("This passkey is already registered") from None
+            self._insert_session(db, session, device_id, now)
+        return device_id, session
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_session(db, session: str, device_id: str, now: float) -> None:
+        db.execute("DELETE FROM phone_sessions WHERE expires <= ?", (now,))
+        db.execute("INSERT INTO phone_sessions VALUES (?, ?, ?, ?)",
+                   (secret_hash(session), device_id, now, now + SESSION_SECONDS))
+
+    def session_device(self, session: str | None) -> sqlite3.Row | None:
+        """The active device of a session cookie, or None (unknown, expired, revoked)."""
+        if not session:
+            return None
+        with self.store.transaction(write=False) as db:
+            return db.execute(
+                "SELECT d.* FROM phone_sessions s JOIN devices d ON d.id = s.device_id"
+                " WHERE s.token_hash = ? AND s.expires > ? AND d.revoked IS NULL",
+                (secret_hash(session), self.clock())).fetchone()
+
+    # -- devices ---------------------------------------------------------------------------------
+
+    def list_devices(self, user_name: str | None = None) -> list[dict]:
+        with self.store.transaction(write=False) as db:
+            rows = db.execute("SELECT * FROM devices WHERE (? IS NULL OR user_name = ?)"
+                              " ORDER BY seq", (user_name, user_name)).fetchall()
+        return [_device_view(row) for row in rows]
+
+    def revoke(self, device_id: str) -> None:
+        """The device can no longer answer; its sessions end at once."""
+        with self.store.transaction() as db:
+            revoked = db.execute("UPDATE devices SET revoked = ? WHERE id = ? AND revoked IS NULL",
+                                 (self.clock(), device_id))
+            if revoked.rowcount != 1:
+                known = db.execute("SELECT 1 FROM devices WHERE id = ?", (device_id,)).fetchone()
+                raise (Conflict(f"Device {device_id} is already revoked") if known
+                       else NotFound(f"No such device: {device_id}"))
+            db.execute("DELETE FROM phone_sessions WHERE device_id = ?", (device_id,))
+            db.execute("UPDATE webauthn_challenges SET used = 1 WHERE device_id = ?", (device_id,))
+
+    # -- challenges ------------------------------------------------------------------------------
+
+    def new_challenge(self, purpose: str, subject: str,
+                      device_id: str | None) -> tuple[str, bytes]:
+        """A single-use nonce for one purpose and subject: (challenge id, nonce)."""
+        challenge_id, nonce, now = secrets.token_urlsafe(16), secrets.token_bytes(NONCE_BYTES), \
+            self.clock()
+        with self.store.transaction(quiet=True) as db:
+            db.execute("DELETE FROM webauthn_challenges WHERE expires <= ?", (now,))
+            db.execute("INSERT INTO webauthn_challenges (id, purpose, subject, device_id, nonce,"
+                       " expires) VALUES (?, ?, ?, ?, ?, ?)",
+                       (challenge_id, purpose, subject, device_id, nonce,
+                        now + CHALLENGE_SECONDS))
+        return challenge_id, nonce
+
+    def challenge_nonce(self, challenge_id: Any, purpose: str, subject: str,
+                        device_id: str | None) -> bytes:
+        """The nonce of a usable challenge issued for exactly this purpose, subject, device."""
+        if not isinstance(challenge_id, str) or len(challenge_id) > 64:
+            raise BadRequest("Missing or malformed challenge id")
+        with self.store.transaction(write=False) as db:
+            row = db.execute(
+                "SELECT nonce FROM webauthn_challenges WHERE id = ? AND purpose = ? AND"
+                " subject = ? AND device_id IS ? AND used = 0 AND expires > ?",
+                (challenge_id, purpose, subject, device_id, self.clock())).fetchone()
+        if row is None:
+            raise BadRequest("This passkey prompt expired or was already used; try again")
+        return bytes(row["nonce"])
+
+    def _consume_challenge(self, db, challenge_id: str, purpose: str, subject: str,
+                           device_id: str | None) -> None:
+        used = db.execute(
+            "UPDATE webauthn_challenges SET used = 1 WHERE id = ? AND purpose = ? AND"
+            " subject = ? AND device_id IS ? AND used = 0 AND expires > ?",
+            (challenge_id, purpose, subject, device_id, self.clock()))
+        if used.rowcount != 1:
+            raise BadRequest("This passkey prompt expired or was already used; try again")
+
+    def _record_use(self, db, device: sqlite3.Row, sign_count: int) -> None:
+        """Move the device's sign count forward; refuses a revoked device or a stale count."""
+        now = self.clock()
+        updated = db.execute(
+            "UPDATE devices SET sign_count = ?, last_used = ? WHERE id = ? AND revoked IS NULL"
+            " AND (sign_count < ? OR (sign_count = 0 AND ? = 0))",
+            (sign_count, now, device["id"], sign_count, sign_count))
+        if updated.rowcount != 1:
+            raise Unauthorized("This device is revoked, or its passkey's signature counter"
+                               " went backwards (a cloned passkey?)")
+
+    def _audit(self, db, device: sqlite3.Row, kind: str, subject_id: str, answer: str,
+               detail: Mapping[str, str], assertion: Mapping[str, str] | None) -> None:
+        db.execute("INSERT INTO phone_answers (at, user_name, device_id, device_name, kind,"
+                   " subject_id, answer, detail, assertion) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (self.clock(), device["user_name"], device["id"], device["name"], kind,
+                    subject_id, answer, json.dumps(dict(detail), sort_keys=True),
+                    json.dumps(dict(assertion), sort_keys=True) if assertion else None))
+
+    # -- authentication requests ----------------------------------------------------------------
+
+    def _fresh(self, created: float | None) -> bool:
+        return created is not None and self.clock() - created <= REQUEST_MAX_AGE
+
+    def request_for_phone(self, request_id: str, user_name: str) -> sqlite3.Row:
+        """A pending, recent request of this user, as the server recorded it."""
+        with self.store.transaction(write=False) as db:
+            row = db.execute(_REQUEST_FOR_PHONE + " WHERE r.id = ? AND u.name = ?",
+                             (request_id, user_name)).fetchone()
+        if row is None:
+            raise NotFound("No such request for this user")
+        if not self._open(row):
+            raise Conflict("This request was already answered")
+        if not self._fresh(row["created"]):
+            raise Conflict("This request is too old to answer; start the login again")
+        return row
+
+    def pending_requests(self, user_name: str) -> list[dict]:
+        """The user's pending, recent requests, newest first, as the page shows them."""
+        with self.store.transaction(write=False) as db:
+            rows = db.execute(_REQUEST_FOR_PHONE + " WHERE r.pending = 1 AND u.name = ?"
+                              " AND rt.created > ? AND " + _REQUEST_NO_RULE_DUE
+                              + " ORDER BY r.seq DESC",
+                              (user_name, self.clock() - REQUEST_MAX_AGE,
+                               self.clock())).fetchall()
+        now = self.clock()
+        return [{"id": row["id"], "terminal": row["terminal_name"], "action": row["action_name"],
+                 "requester": row["requester_name"], "age": max(0, int(now - row["created"]))}
+                for row in rows]
+
+    def answer_request(self, device: sqlite3.Row, request: sqlite3.Row,
+                       granted: bool, challenge_id: str | None = None,
+                       sign_count: int | None = None,
+                       assertion: Mapping[str, str] | None = None) -> None:
+        """Answer ``request`` from ``device`` in one transaction with its audit record.
+
+        An approval consumes its challenge and moves the sign count; a request
+        that is no longer pending (answered, resolved by OTP, or by a rule
+        that came due) stays as it is.
+        """
+        now = self.clock()
+        with self.store.transaction() as db:
+            if granted:
+                if challenge_id is None or sign_count is None:
+                    raise ServerError("an approval needs a verified passkey assertion")
+                self._consume_challenge(db, challenge_id, "approve", request["id"], device["id"])
+                self._record_use(db, device, sign_count)
+            answered = db.execute(
+                "UPDATE auth_requests SET pending = 0, granted = ?, automated = 0, reason = ?,"
+                " reason_code = ? WHERE id = ? AND pending = 1 AND (auto_at IS NULL OR"
+                " auto_at > ?)",
+                (int(granted), f"{'approved' if granted else 'denied'} on {device['name']}",
+                 REASON_USER, request["id"], now))
+            if answered.rowcount != 1:
+                raise Conflict("This request was already answered")
+            self._audit(db, device, "request", request["id"], "approve" if granted else "deny",
+                        {"terminal": request["terminal_name"], "action": request["action_name"],
+                         "requester": request["requester_name"]}, assertion)
+
+    # -- pairings ---------------------------------------------------------------------------------
+
+    def pairing_for_phone(self, pairing_id: str, user_name: str) -> sqlite3.Row:
+        with self.store.transaction(write=False) as db:
+            row = db.execute(_PAIRING_FOR_PHONE + " WHERE p.id = ? AND u.name = ?",
+                             (pairing_id, user_name)).fetchone()
+        if row is None:
+            raise NotFound("No such pairing for this user")
+        if not self._open(row):
+            raise Conflict("This pairing was already answered")
+        return row
+
+    def pending_pairings(self, user_name: str) -> list[dict]:
+        """The user's pending pairings, newest first."""
+        with self.store.transaction(write=False) as db:
+            rows = db.execute(_PAIRING_FOR_PHONE + " WHERE p.pending = 1 AND u.name = ? AND "
+                              + _PAIRING_NO_RULE_DUE + " ORDER BY p.seq DESC",
+                              (user_name, self.clock())).fetchall()
+        return [{"id": row["id"], "requester": row["requester_name"]} for row in rows]
+
+    def _open(self, row: sqlite3.Row) -> bool:
+        """Pending, and no simulator rule has come due (it answers first)."""
+        return bool(row["pending"]) and (row["auto_at"] is None or row["auto_at"] > self.clock())
+
+    def answer_pairing(self, device: sqlite3.Row, pairing: sqlite3.Row,
+                       accept: bool, challenge_id: str | None = None,
+                       sign_count: int | None = None,
+                       assertion: Mapping[str, str] | None = None) -> None:
+        now = self.clock()
+        with self.store.transaction() as db:
+            if accept:
+                if challenge_id is None or sign_count is None:
+                    raise ServerError("accepting a pairing needs a verified passkey assertion")
+                self._consume_challenge(db, challenge_id, "pair", pairing["id"], device["id"])
+                self._record_use(db, device, sign_count)
+            answered = db.execute(
+                "UPDATE pairings SET pending = 0, enabled = ? WHERE id = ? AND pending = 1"
+                " AND (auto_at IS NULL OR auto_at > ?)", (int(accept), pairing["id"], now))
+            if answered.rowcount != 1:
+                raise Conflict("This pairing was already answered")
+            self._audit(db, device, "pairing", pairing["id"], "accept" if accept else "refuse",
+                        {"requester": pairing["requester_name"]}, assertion)
+
+    # -- the audit trail ------------------------------------------------------------
+
+    def answers(self, user_name: str | None = None, limit: int = 100) -> list[dict]:
+        """Newest first: who answered what, when, from which device, and the assertion."""
+        with self.store.transaction(write=False) as db:
+            rows = db.execute("SELECT * FROM phone_answers WHERE (? IS NULL OR user_name = ?)"
+                              " ORDER BY seq DESC LIMIT ?",
+                              (user_name, user_name, limit)).fetchall()
+        return [{"at": row["at"], "user": row["user_name"], "device_id": row["device_id"],
+                 "device": row["device_name"], "kind": row["kind"], "id": row["subject_id"],
+                 "answer": row["answer"], **json.loads(row["detail"]),
+                 "assertion": json.loads(row["assertion"]) if row["assertion"] else None}
+                for row in rows]
