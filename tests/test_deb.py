@@ -46,6 +46,7 @@ SERVER_USER = "toopher-server"
 SERVER_HOME = Path("/var/lib/toopher-server")
 UNIT = Path("/lib/systemd/system/toopher-server.service")
 AUTH_TIMEOUT = 3
+OTP_PROMPT_AFTER = 1  # below auth_timeout, as the config requires
 APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=120"]
 ENV = dict(os.environ, DEBIAN_FRONTEND="noninteractive",
            PATH="/usr/sbin:/usr/bin:/sbin:/bin")
@@ -233,7 +234,8 @@ def pair_with_installed_cli(server: RunningServer, config: Path, user: str) -> N
 def scene(system, srv, tmp_path):
     with PamScene(tmp_path) as made:
         made.write_config(api_url=srv.url, consumer_key=srv.key, consumer_secret=srv.secret,
-                          ca_bundle=srv.ca_cert_path, auth_timeout=AUTH_TIMEOUT, http_timeout=5)
+                          ca_bundle=srv.ca_cert_path, auth_timeout=AUTH_TIMEOUT, http_timeout=5,
+                          otp_prompt_after=OTP_PROMPT_AFTER)
         made.install_service(installed_module_stack(made.config_path))
         yield made
 
@@ -289,6 +291,7 @@ def test_pam_auth_update_enables_after_the_password_and_removes(pam_root, srv, t
         CONF.write_text(f"[toopher]\napi_url = {srv.url}\nca_bundle = {srv.ca_cert_path}\n"
                         f"consumer_key = {srv.key}\n"
                         f"consumer_secret = {srv.secret}\nauth_timeout = {AUTH_TIMEOUT}\n"
+                        f"otp_prompt_after = {OTP_PROMPT_AFTER}\n"
                         f"audit_log = {scene.audit_path}\n")
         service = PamService([f"@include {common_auth}", "account required pam_permit.so"])
         try:
