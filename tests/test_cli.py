@@ -18,7 +18,7 @@ from tests.support.server import RunningServer
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 SECRET = "cli-secret-never-printed"
-CONFIG = Config(path="/etc/security/toopher.conf", api_url="https://api.example.com/v1/",
+CONFIG = Config(path="/etc/security/toopher.conf", api_urls=("https://api.example.com/v1/",),
                 consumer_key="key", consumer_secret=Secret(SECRET))
 
 
