@@ -16,6 +16,7 @@ import pytest
 
 from pam_toopher.api import ToopherApi
 from tests.support.pam import toopher_line, toopher_only
+from tests.support.server import RunningServer
 
 AUTH_TIMEOUT = 3
 
@@ -199,6 +200,52 @@ def test_service_down(scene, srv, failmode, succeeds, code, outcome):
     result = scene.pamtester([scene.user.password, ""])
     assert result.ok is succeeds and (succeeds or result.failed_with(code)), result
     assert scene.audit()["outcome"] == outcome
+
+
+# ------------------------------------------ several service URLs (failover)
+
+def test_a_dead_first_url_fails_over_and_the_phone_decides(scene, srv):
+    dead = f"https://127.0.0.1:{closed_port()}/v1"
+    ready(scene, srv, api_url=f"{dead} {srv.url}")
+    result = scene.pamtester([scene.user.password, ""])
+    assert result.ok, result
+    audit = scene.audit()
+    assert audit["outcome"] == "granted" and audit["reason"] == "approved by rule"
+    assert audit["answered_by"] == srv.url + "/"        # not the first: said so
+
+
+def test_the_first_url_answering_is_not_mentioned(scene, srv):
+    ready(scene, srv, rule="deny", api_url=f"{srv.url} https://127.0.0.1:{closed_port()}/v1")
+    result = scene.pamtester([scene.user.password, ""])
+    assert result.failed_with("PAM_AUTH_ERR"), result
+    audit = scene.audit()
+    assert audit["outcome"] == "denied" and "answered_by" not in audit
+
+
+@pytest.mark.parametrize("failmode, succeeds, code, outcome", [
+    ("secure", False, "PAM_AUTHINFO_UNAVAIL", "unavailable"),
+    ("safe", True, None, "failed_open"),
+])
+def test_every_url_down_is_an_outage(scene, srv, failmode, succeeds, code, outcome):
+    dead = [f"https://127.0.0.1:{closed_port()}/v1" for _ in range(2)]
+    ready(scene, srv, rule=None, paired=False, failmode=failmode, api_url=" ".join(dead))
+    result = scene.pamtester([scene.user.password, ""])
+    assert result.ok is succeeds and (succeeds or result.failed_with(code)), result
+    audit = scene.audit()
+    assert audit["outcome"] == outcome
+    assert audit["reason"].startswith("no service URL answered: ")
+    assert all(url.rsplit("/", 1)[0] in audit["reason"] for url in dead)
+
+
+def test_a_first_url_failing_tls_never_fails_over_nor_open(scene, srv):
+    # The next URL is fine, and failmode = safe: still refused, as tls_error.
+    with RunningServer(tls=True) as other:     # its certificate is from another CA
+        ready(scene, srv, rule="approve", failmode="safe", api_url=f"{other.url} {srv.url}")
+        result = scene.pamtester([scene.user.password, ""])
+    assert result.failed_with("PAM_AUTH_ERR"), result
+    audit = scene.audit()
+    assert audit["outcome"] == "tls_error" and other.url.rsplit("/", 1)[0] in audit["reason"]
+    assert srv.phone.pending_requests(scene.user.name) == []
 
 
 @pytest.mark.parametrize("failmode", ["secure", "safe"])
