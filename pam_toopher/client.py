@@ -238,11 +238,14 @@ class ToopherApi:
               query: Optional[Mapping[str, str]] = None,
               form: Optional[Mapping[str, str]] = None, extra_wait: float = 0.0) -> Any:
         order = preference_order(len(self.api_urls), self._answering)
-        answered, body = self._transport.request_any(
+
+        def answered(position: int) -> None:
+            # Also a refusal (706 before a terminal is made): that instance is up.
+            self._answering = order[position]
+        return self._transport.request_any(
             method, [self.api_urls[i] + path for i in order], query=query, form=form,
-            extra_wait=extra_wait, idempotent=idempotent, deadline=self.deadline)
-        self._answering = order[answered]
-        return body
+            extra_wait=extra_wait, idempotent=idempotent, deadline=self.deadline,
+            answered=answered)
 
 
 def preference_order(count: int, answering: int) -> Tuple[int, ...]:

@@ -24,6 +24,12 @@ sent (the connection failed before our request was written) is sent once
 more on a fresh connection.  Reads (GET) may be repeated, so they are
 retried after a connection lost or a 5xx, within the retry budget.
 
+Several instances of one service (:meth:`Transport.request_any`): an outage
+of one moves the call to the next by the same rule that allows a retry
+(:func:`may_send_again`), so failover can never send a push twice, nor hide
+a TLS failure, a refusal, a malformed or a lost answer behind another
+instance's answer.
+
 Bodies are asked for with ``Accept-Encoding: identity`` and an answer with
 any other Content-Encoding is refused before it is read: a few hundred bytes
 of nested gzip cannot expand into gigabytes inside sudo or sshd.
@@ -49,7 +55,8 @@ from requests_oauthlib import OAuth1
 
 from pam_toopher import __version__
 from pam_toopher.errors import (AnswerLostError, DeadlineExceededError, MalformedResponseError,
-                                RequestNotSentError, ToopherApiError, ToopherTLSError,
+                                RequestNotSentError, ToopherApiError, ToopherRefusedError,
+                                ToopherTLSError,
                                 ToopherUnavailableError, error_for_answer,
                                 is_outage_status)
 
@@ -157,15 +164,17 @@ class Transport:
         call changes nothing (a GET), so it may be retried after it may have
         reached the service; ``deadline`` (a monotonic time) bounds the call."""
         return self.request_any(method, (url,), query=query, form=form, extra_wait=extra_wait,
-                                idempotent=idempotent, deadline=deadline)[1]
+                                idempotent=idempotent, deadline=deadline)
 
     def request_any(self, method: str, urls: Sequence[str], *,
                     query: Optional[Mapping[str, str]] = None,
                     form: Optional[Mapping[str, str]] = None, extra_wait: float = 0.0,
-                    idempotent: bool, deadline: Optional[float] = None) -> Tuple[int, Any]:
+                    idempotent: bool, deadline: Optional[float] = None,
+                    answered: Callable[[int], None] = lambda index: None) -> Any:
         """The same call to several instances of one service, in order of
-        preference: (the index in ``urls`` of the one that answered, its
-        parsed JSON).
+        preference: the parsed JSON of the first 2xx answer.  ``answered`` is
+        told the index in ``urls`` of the instance that answered, whether it
+        granted the call or refused it (a 4xx is the service's answer too).
 
         An outage of one URL moves the call on to the next at once, but only
         when :func:`may_send_again` allows (a read, or a request that surely
@@ -187,10 +196,16 @@ class Transport:
                     # (as a retry that would pass the deadline is not made).
                     raise _outage_of(outages)
                 try:
-                    return index, self._request_to(method, url, query, form, extra_wait,
-                                                   deadline, idempotent, fresh_retried)
+                    body = self._request_to(method, url, query, form, extra_wait, deadline,
+                                            idempotent, fresh_retried)
                 except ToopherUnavailableError as exc:
                     outages.append((url, exc))
+                except ToopherRefusedError:
+                    answered(index)
+                    raise
+                else:
+                    answered(index)
+                    return body
                 if not may_send_again(outages[-1][1], idempotent):
                     raise _outage_of(outages)
             error = _outage_of(outages)

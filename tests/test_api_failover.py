@@ -201,6 +201,26 @@ def test_the_polls_of_a_login_go_to_the_url_that_answered_last():
     assert (len(a.received), len(b.received)) == (2, 3)
 
 
+def test_an_instance_that_refused_is_up_and_asked_first_next_time():
+    # After a failover, the next instance's refusal (706: register the
+    # terminal first) is its answer: the calls that follow go to it first.
+    answers = iter([Answer(status=429, body={"error_code": 429})])
+
+    def flaky(received):
+        return next(answers, Answer(body=auth_request(REQUEST_ID)))
+
+    def refuse_pushes(received):
+        if received.method == "POST":
+            return Answer(status=404, body={"error_code": 706, "error_message": "unknown"})
+        return Answer(body=auth_request(REQUEST_ID))
+    with ScriptedServer(flaky) as a, ScriptedServer(refuse_pushes) as b:
+        api = api_of([a.url, b.url])
+        with pytest.raises(ToopherRefusedError):
+            api.authenticate_by_user_name("alice", "host-1")    # a: 429, b: 706
+        api.get_authentication_status(REQUEST_ID)
+    assert (len(a.received), [r.method for r in b.received]) == (1, ["POST", "GET"])
+
+
 def test_a_status_poll_may_go_to_another_instance_of_the_same_database():
     """Two server processes on one database: the push goes through the
     first, which then dies; the poll is answered by the second."""
