@@ -11,6 +11,8 @@ module returned PAM_IGNORE and not PAM_SUCCESS.
 """
 
 import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -235,6 +237,38 @@ def test_every_url_down_is_an_outage(scene, srv, failmode, succeeds, code, outco
     assert audit["outcome"] == outcome
     assert audit["reason"].startswith("no service URL answered: ")
     assert all(url.rsplit("/", 1)[0] in audit["reason"] for url in dead)
+
+
+class Twin(RunningServer):
+    """A second instance of ``first``: the same database, certificate and
+    requester, in its own process on its own port."""
+
+    def __init__(self, first: RunningServer):
+        super().__init__(directory=str(first.directory))   # no certificates made here
+        self.tls, self._cert, self.ca_cert_path = True, first._cert, first.ca_cert_path
+        self.key, self.secret = first.key, first.secret
+        self.log_path = str(first.directory / "twin.log")
+
+
+def test_the_instance_holding_the_wait_dies_and_the_other_one_answers(scene):
+    """Two instances on one database; the push goes through the first, which
+    is killed (SIGKILL) while the module waits on it: the wait goes on at the
+    second, which sees the phone's answer."""
+    with RunningServer(tls=True) as one, Twin(one) as two:
+        ready(scene, one, rule=None, api_url=f"{one.url} {two.url}", auth_timeout=20)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            login = pool.submit(scene.pamtester, [scene.user.password, ""])
+            request = one.phone.wait_for_request(scene.user.name)
+            time.sleep(0.5)                          # the module is in its long poll
+            one._process.kill()
+            one._process.wait()
+            two.phone.approve(request["id"], "approved after the failover")
+            result = login.result(timeout=60)
+    assert result.ok, result
+    audit = scene.audit()
+    assert (audit["outcome"], audit["request"]) == ("granted", request["id"])
+    assert audit["reason"] == "approved after the failover"
+    assert audit["answered_by"] == two.url + "/" and float(audit["elapsed"][:-1]) < 10
 
 
 def test_a_first_url_failing_tls_never_fails_over_nor_open(scene, srv):
