@@ -18,7 +18,7 @@ import argparse
 import getpass
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TextIO, Tuple
 
 from pam_toopher.audit import AuditTrail, audit_file_problem
 from pam_toopher.config import DEFAULT_PATH, Config, ConfigError, load_config
@@ -32,8 +32,8 @@ from pam_toopher.text import sanitize
 if TYPE_CHECKING:
     from pam_toopher.models import UserStatus
 
-__all__ = ["main", "check", "check_hook", "install_hook", "pair", "try_login", "status",
-           "set_enabled", "reset", "TerminalConversation", "CliError"]
+__all__ = ["main", "check", "check_url", "check_hook", "install_hook", "pair", "try_login",
+           "status", "set_enabled", "reset", "TerminalConversation", "CliError"]
 
 PROG = "toopher-pam"
 # The recommended limit for a pairing to be accepted on the phone.
@@ -76,8 +76,10 @@ class TerminalConversation:
 
 # ---------------------------------------------------------------- commands
 
-def check(config: Config, api: ToopherClient, out: TextIO) -> None:
-    """The config loaded (syntax, permissions); now one signed call."""
+def check(config: Config, api_factory: ApiFactory, out: TextIO) -> None:
+    """The config loaded (syntax, permissions); now one signed call to each
+    service URL, each on its own (a login would fail over and hide a broken
+    one).  Fails naming every URL that is not OK."""
     # load_config refused anything another user could change (issue 14).
     print(f"{config.path}: syntax and permissions (file and directories) OK", file=out)
     if config.ca_bundle:
@@ -87,23 +89,46 @@ def check(config: Config, api: ToopherClient, out: TextIO) -> None:
         if problem:
             print(f"warning: audit_log {config.audit_log} will not be written ({problem}); "
                   "decisions go to syslog only", file=out)
+    broken = []
+    for url in config.api_urls:
+        api = api_factory(config._replace(api_urls=(url,)))
+        try:
+            state, line = check_url(config, url, api)
+        finally:
+            api.close()
+        if state != URL_OK and len(config.api_urls) == 1:
+            raise CliError(line)
+        print(line, file=out)
+        if state != URL_OK:
+            broken.append(f"{url} ({state})")
+    if broken:
+        raise CliError(f"{len(broken)} of {len(config.api_urls)} service URLs failed the "
+                       f"check: {', '.join(broken)}")
+
+
+URL_OK = "OK"
+
+
+def check_url(config: Config, url: str, api: ToopherClient) -> Tuple[str, str]:
+    """(state, one line for the administrator) of one service URL: OK,
+    unreachable, TLS error, refused credentials, refused, or failed."""
     try:
         api.find_user_by_name(CHECK_USER)
     except UserUnknownError:
         pass  # the service understood a signed request: the credentials work
     except ToopherTLSError as exc:
-        raise CliError(f"{config.api_url}: {exc}; check ca_bundle "
-                       f"({config.ca_bundle or 'not set: the system CAs are used'})") from None
+        return "TLS error", (f"{url}: {exc}; check ca_bundle "
+                             f"({config.ca_bundle or 'not set: the system CAs are used'})")
     except ToopherUnavailableError as exc:
-        raise CliError(f"{config.api_url}: cannot reach the service: {exc}") from None
+        return "unreachable", f"{url}: cannot reach the service: {exc}"
     except ToopherApiError as exc:  # refused, malformed, answer lost, not sent
         if exc.status == 401:
-            raise CliError(f"{config.api_url} refused the credentials (HTTP 401): check "
-                           "consumer_key and consumer_secret") from None
+            return "refused credentials", (f"{url} refused the credentials (HTTP 401): check "
+                                           "consumer_key and consumer_secret")
         if isinstance(exc, ToopherRefusedError):
-            raise CliError(f"{config.api_url} refused the check: {exc}") from None
-        raise CliError(f"{config.api_url}: the check failed: {exc}") from None
-    print(f"{config.api_url}: credentials accepted", file=out)
+            return "refused", f"{url} refused the check: {exc}"
+        return "failed", f"{url}: the check failed: {exc}"
+    return URL_OK, f"{url}: credentials accepted"
 
 
 def check_hook(path: str, out: TextIO) -> None:
@@ -241,6 +266,10 @@ def main(argv: Optional[Sequence[str]] = None, *, api_factory: ApiFactory = defa
                                  api_factory, load, clock)
             return EXIT_OK if outcome is Outcome.GRANTED else EXIT_FAILED
         config = load(args.config)
+        if args.command == "check":  # the hook as sshd loads it, then a client per service URL
+            check_hook(args.hook, stdout)
+            check(config, api_factory, stdout)
+            return EXIT_OK
         api = api_factory(config)
         try:
             _dispatch(args, config, api, stdin, stdout)
@@ -257,10 +286,7 @@ def main(argv: Optional[Sequence[str]] = None, *, api_factory: ApiFactory = defa
 
 def _dispatch(args: argparse.Namespace, config: Config, api: ToopherClient, stdin: TextIO,
               out: TextIO) -> None:
-    if args.command == "check":
-        check_hook(args.hook, out)
-        check(config, api, out)
-    elif args.command == "pair":
+    if args.command == "pair":
         phrase = args.phrase
         if phrase is None:
             out.write(f"Pairing phrase shown in {args.user}'s Toopher app: ")

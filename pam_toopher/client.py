@@ -9,12 +9,17 @@ are the transport's (:mod:`pam_toopher.transport`).
 The public names and argument order of the original ToopherPython library
 are kept, so ``ToopherApi(key, secret, api_url).pair(phrase, user_name)``
 works unchanged; the consumer secret appears in no message, repr or log.
+
+``api_url`` may also be several base URLs of one service (instances sharing
+one database), in order of preference: each call goes to the instance that
+answered last (the first one at the start) and fails over to the others on
+an outage, as far as :func:`pam_toopher.transport.may_send_again` allows.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import requests
 
@@ -24,7 +29,7 @@ from pam_toopher.models import (AuthenticationStatus, PairingStatus, TerminalSta
 from pam_toopher.transport import (DEFAULT_RETRY_BUDGET, DEFAULT_TIMEOUT, Timeout, Transport,
                                    oauth1_signer)
 
-__all__ = ["ToopherApi", "DEFAULT_API_URL", "LONG_POLL_LIMIT"]
+__all__ = ["ToopherApi", "DEFAULT_API_URL", "LONG_POLL_LIMIT", "preference_order"]
 
 DEFAULT_API_URL = "https://api.toopher.com/v1/"
 # The longest a server holds a pending status answer when asked to (the
@@ -34,6 +39,10 @@ LONG_POLL_LIMIT = 25.0
 
 class ToopherApi:
     """A client for one Toopher requester (consumer key and secret).
+
+    ``api_url`` is the service's base URL, or a sequence of base URLs of
+    instances of one service in order of preference (see the module's
+    docstring); ``api_urls`` holds them all, ``api_url`` the first.
 
     ``timeout`` is the (connect, read) timeout of each HTTP call, or one number
     for both; ``retry_budget`` bounds the total time one call spends on
@@ -45,7 +54,8 @@ class ToopherApi:
     a caller such as a PAM module can promise an end to its whole login.
     """
 
-    def __init__(self, key: str, secret: str, api_url: Optional[str] = None, *,
+    def __init__(self, key: str, secret: str,
+                 api_url: Union[str, Sequence[str], None] = None, *,
                  ca_bundle: Optional[str] = None, timeout: Timeout = DEFAULT_TIMEOUT,
                  retry_budget: float = DEFAULT_RETRY_BUDGET,
                  user_agent: Optional[str] = None,
@@ -56,7 +66,9 @@ class ToopherApi:
         if not key or not secret:
             raise ValueError("a Toopher consumer key and secret are both required")
         self.key = key
-        self.api_url = (api_url or DEFAULT_API_URL).rstrip("/") + "/"
+        self.api_urls = _base_urls(api_url)
+        # Which of api_urls answered last: the next call goes there first.
+        self._answering = 0
         self.deadline = deadline
         self._transport = Transport(oauth1_signer(key, secret), ca_bundle=ca_bundle,
                                     timeout=timeout, retry_budget=retry_budget,
@@ -64,11 +76,23 @@ class ToopherApi:
                                     sleep=sleep, monotonic=monotonic)
 
     @property
+    def api_url(self) -> str:
+        """The preferred (first) base URL."""
+        return self.api_urls[0]
+
+    @property
     def _session(self) -> requests.Session:
         return self._transport.session
 
     def __repr__(self) -> str:
-        return f"ToopherApi(key={self.key!r}, api_url={self.api_url!r})"
+        urls = self.api_url if len(self.api_urls) == 1 else " ".join(self.api_urls)
+        return f"ToopherApi(key={self.key!r}, api_url={urls!r})"
+
+    def failover_url(self) -> Optional[str]:
+        """The base URL that answered the latest call, when it is not the
+        first one (a failover happened); None when the first one answered
+        or none has yet."""
+        return self.api_urls[self._answering] if self._answering else None
 
     def close(self) -> None:
         self._transport.close()
@@ -199,17 +223,46 @@ class ToopherApi:
         if long_poll is not None and long_poll > 0:
             extra_wait = min(float(long_poll), LONG_POLL_LIMIT)
             query["long_poll"] = f"{extra_wait:g}"
-        # Reading twice changes nothing, so a read may be retried after a
-        # timeout, a lost connection or a 5xx.
-        return self._transport.request("GET", self.api_url + path, query=_clean_params(query),
-                                       extra_wait=extra_wait, idempotent=True,
-                                       deadline=self.deadline)
+        # Reading twice changes nothing, so a read may be retried (or sent to
+        # another instance) after a timeout, a lost connection or a 5xx.
+        return self._send("GET", path, query=_clean_params(query), extra_wait=extra_wait,
+                          idempotent=True)
 
     def _post(self, path: str, params: Mapping[str, Any]) -> Any:
         # A POST that reached the server may have sent a push already: only a
-        # request that surely was not processed (no connection, 429) is sent again.
-        return self._transport.request("POST", self.api_url + path, form=_clean_params(params),
-                                       idempotent=False, deadline=self.deadline)
+        # request that surely was not processed (no connection, 429) is sent
+        # again, here or to another instance.
+        return self._send("POST", path, form=_clean_params(params), idempotent=False)
+
+    def _send(self, method: str, path: str, *, idempotent: bool,
+              query: Optional[Mapping[str, str]] = None,
+              form: Optional[Mapping[str, str]] = None, extra_wait: float = 0.0) -> Any:
+        order = preference_order(len(self.api_urls), self._answering)
+
+        def answered(position: int) -> None:
+            # Also a refusal (706 before a terminal is made): that instance is up.
+            self._answering = order[position]
+        return self._transport.request_any(
+            method, [self.api_urls[i] + path for i in order], query=query, form=form,
+            extra_wait=extra_wait, idempotent=idempotent, deadline=self.deadline,
+            answered=answered)
+
+
+def preference_order(count: int, answering: int) -> Tuple[int, ...]:
+    """The order to try ``count`` instances in: the one that answered last
+    first (a status poll goes where the push went), then the others in the
+    configured order."""
+    return (answering,) + tuple(i for i in range(count) if i != answering)
+
+
+def _base_urls(api_url: Union[str, Sequence[str], None]) -> Tuple[str, ...]:
+    if isinstance(api_url, str) or api_url is None:
+        urls: Tuple[str, ...] = (api_url or DEFAULT_API_URL,)
+    else:
+        urls = tuple(api_url)
+    if not urls or not all(isinstance(url, str) and url for url in urls):
+        raise ValueError("api_url must be a base URL or a sequence of base URLs")
+    return tuple(url.rstrip("/") + "/" for url in urls)
 
 
 def _form_value(value: Any) -> str:

@@ -99,7 +99,8 @@ class Config(Record):
     and importing dataclasses and typing costs ~10 ms (docs/pam.md, Speed)."""
 
     path: str
-    api_url: str
+    # The service's base URLs in order of preference (the key ``api_url``).
+    api_urls: Tuple[str, ...]
     consumer_key: str
     consumer_secret: Secret
     ca_bundle: Optional[str] = None
@@ -174,6 +175,22 @@ def _patterns(value: str) -> Tuple[str, ...]:
     if any(p == "!" for p in patterns):
         raise ValueError("a lone ! must be followed by a pattern")
     return patterns
+
+
+def _api_urls(value: str) -> Tuple[str, ...]:
+    """Space-separated base URLs of one service (its instances), in order
+    of preference; each must pass :func:`_api_url`."""
+    urls = tuple(value.split())
+    if not urls:
+        raise ValueError("must be an https:// URL such as https://api.toopher.com/v1/")
+    for number, url in enumerate(urls, start=1):
+        try:
+            _api_url(url)
+        except ValueError as exc:
+            raise ValueError(str(exc) if len(urls) == 1 else f"URL {number} {exc}") from None
+        if url.rstrip("/") in (other.rstrip("/") for other in urls[:number - 1]):
+            raise ValueError(f"URL {number} repeats an earlier one")
+    return urls
 
 
 def _api_url(value: str) -> str:
@@ -261,7 +278,7 @@ def _action_template(value: str) -> str:
 
 
 OPTION_PARSERS: Dict[str, Callable[[str], object]] = {
-    "api_url": _api_url,
+    "api_url": _api_urls,
     "consumer_key": _text,
     "consumer_secret": _secret,
     "ca_bundle": _existing_path,
@@ -325,6 +342,7 @@ def parse_config(text: str, path: str) -> Config:
     missing = [k for k in REQUIRED if k not in values]
     if missing:
         raise ConfigError(f"{path}: missing required key(s): {', '.join(missing)}")
+    values["api_urls"] = values.pop("api_url")
     config = Config(path=path, **values)  # type: ignore[arg-type]
     # The last status call may run up to http_timeout past the end of the wait.
     if config.auth_timeout + config.http_timeout >= LOGIN_GRACE_TIME:

@@ -128,6 +128,7 @@ class Decision(Record):
     elapsed: float = 0.0
     details: Tuple[str, ...] = ()      # traceback lines, for syslog only
     retry_after: Optional[int] = None  # a limit's wait, in seconds, for the user
+    answered_by: Optional[str] = None  # the service URL that answered, when not the first
 
 
 class Conversation(Protocol):
@@ -179,6 +180,8 @@ class ToopherClient(Protocol):
 
     def reset_user(self, user_name: str) -> object: ...
 
+    def failover_url(self) -> Optional[str]: ...
+
     def close(self) -> None: ...
 
 
@@ -200,7 +203,7 @@ def default_api_factory(config: Config) -> ToopherClient:
     """The real client; imported here, not at the top, to keep skips cheap."""
     from pam_toopher.api import ToopherApi
 
-    return ToopherApi(config.consumer_key, config.consumer_secret.reveal(), config.api_url,
+    return ToopherApi(config.consumer_key, config.consumer_secret.reveal(), config.api_urls,
                       ca_bundle=config.ca_bundle, timeout=config.http_timeout,
                       retry_budget=RETRY_BUDGET)
 
@@ -263,6 +266,15 @@ def decide(request: LoginRequest, config: Config, conversation: Conversation,
     client.deadline = deadline + config.http_timeout
     session = _Session(request, config, conversation, client, clock, deadline, debug)
     try:
+        decision = _second_factor(session)
+    finally:
+        client.close()
+    # Which instance answered, for the audit line, when it was not the first.
+    return decision._replace(answered_by=client.failover_url())
+
+
+def _second_factor(session: _Session) -> Decision:
+    try:
         return session.second_factor()
     except Interrupted:
         return Decision(Outcome.ABORTED, ABORTED_REASON, session.request_id)
@@ -271,7 +283,8 @@ def decide(request: LoginRequest, config: Config, conversation: Conversation,
     except DeadlineExceededError as exc:  # our own limit, not an outage
         return Decision(Outcome.TIMEOUT, str(exc), session.request_id)
     except ToopherUnavailableError as exc:  # the only category failmode applies to
-        outcome = Outcome.FAILED_OPEN if config.failmode == "safe" else Outcome.UNAVAILABLE
+        outcome = Outcome.FAILED_OPEN if session.config.failmode == "safe" \
+            else Outcome.UNAVAILABLE
         return Decision(outcome, str(exc), session.request_id)
     except OtpLockedError as exc:  # a limit denies whatever failmode says
         return Decision(Outcome.OTP_LOCKED, str(exc), session.request_id,
@@ -281,8 +294,6 @@ def decide(request: LoginRequest, config: Config, conversation: Conversation,
                         retry_after=exc.retry_after)
     except ToopherApiError as exc:  # other refusals (401, 4xx), malformed, answer lost
         return Decision(Outcome.API_ERROR, str(exc), session.request_id)
-    finally:
-        client.close()
 
 
 class _Session:
@@ -604,7 +615,8 @@ def audit_fields(request: LoginRequest, decision: Decision) -> list:
     return [("outcome", decision.outcome.value), ("user", request.user),
             ("service", request.service), ("rhost", request.rhost), ("tty", request.tty),
             ("request", decision.request_id), ("elapsed", f"{decision.elapsed:.2f}s"),
-            ("reason", decision.reason or "-")]
+            ("reason", decision.reason or "-")] + (
+                [("answered_by", decision.answered_by)] if decision.answered_by else [])
 
 
 _USER_MESSAGES = {

@@ -24,6 +24,12 @@ sent (the connection failed before our request was written) is sent once
 more on a fresh connection.  Reads (GET) may be repeated, so they are
 retried after a connection lost or a 5xx, within the retry budget.
 
+Several instances of one service (:meth:`Transport.request_any`): an outage
+of one moves the call to the next by the same rule that allows a retry
+(:func:`may_send_again`), so failover can never send a push twice, nor hide
+a TLS failure, a refusal, a malformed or a lost answer behind another
+instance's answer.
+
 Bodies are asked for with ``Accept-Encoding: identity`` and an answer with
 any other Content-Encoding is refused before it is read: a few hundred bytes
 of nested gzip cannot expand into gigabytes inside sudo or sshd.
@@ -38,7 +44,7 @@ import platform
 import socket
 import threading
 import time
-from typing import Any, Callable, List, Mapping, Optional, Tuple, Type, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Set, Tuple, Type, Union
 
 import requests
 import requests.adapters
@@ -49,12 +55,13 @@ from requests_oauthlib import OAuth1
 
 from pam_toopher import __version__
 from pam_toopher.errors import (AnswerLostError, DeadlineExceededError, MalformedResponseError,
-                                RequestNotSentError, ToopherApiError, ToopherTLSError,
+                                RequestNotSentError, ToopherApiError, ToopherRefusedError,
+                                ToopherTLSError,
                                 ToopherUnavailableError, error_for_answer,
                                 is_outage_status)
 
-__all__ = ["Transport", "oauth1_signer", "DEFAULT_TIMEOUT", "DEFAULT_RETRY_BUDGET",
-           "MAX_RESPONSE_BYTES", "USER_AGENT", "Timeout"]
+__all__ = ["Transport", "oauth1_signer", "may_send_again", "DEFAULT_TIMEOUT",
+           "DEFAULT_RETRY_BUDGET", "MAX_RESPONSE_BYTES", "USER_AGENT", "Timeout"]
 
 # (connect, read) in seconds for one HTTP call; a long poll adds its own wait
 # to the read timeout.
@@ -84,6 +91,41 @@ def oauth1_signer(key: str, secret: str, *, nonce: Optional[str] = None,
     ``nonce`` and ``timestamp`` are fixed only by known-answer tests."""
     return OAuth1(key, client_secret=secret, signature_method="HMAC-SHA1",
                   signature_type="AUTH_HEADER", nonce=nonce, timestamp=timestamp)
+
+
+def may_send_again(error: ToopherApiError, idempotent: bool) -> bool:
+    """May a call that failed with ``error`` be sent again, to the same
+    instance (a retry) or to another instance of the service (failover)?
+
+    Only after an outage, and only when sending it again cannot act twice:
+    a read (``idempotent``), or a request that surely did not reach the
+    service (no connection, 429).  A POST that may have been processed (a
+    5xx, a timeout or a cut after it was sent) could send a second push or
+    count a code twice.  Never after a TLS failure (someone may be in the
+    middle: another instance would hide it), a refusal (401, 4xx: every
+    instance shares the credentials and the database, so it would say the
+    same), a malformed answer or a lost answer (AnswerLostError)."""
+    return isinstance(error, ToopherUnavailableError) and (idempotent or error.not_processed)
+
+
+def _outage_of(outages: Sequence[Tuple[str, ToopherUnavailableError]]) -> ToopherUnavailableError:
+    """The error for a call whose every attempt had an outage: the one
+    error itself for one URL; for several, one naming each URL and what
+    happened there (the audit line's reason)."""
+    if len(outages) == 1:
+        return outages[0][1]
+    parts = []
+    for url, exc in outages:
+        text, origin = str(exc), _origin(url)
+        parts.append(text if origin in text else f"{origin}: {text}")
+    last = outages[-1][1]
+    retry_afters = [exc.retry_after for _url, exc in outages if exc.retry_after is not None]
+    combined = ToopherUnavailableError(
+        "no service URL answered: " + "; ".join(parts), status=last.status,
+        error_code=last.error_code, retry_after=min(retry_afters) if retry_afters else None,
+        not_processed=all(exc.not_processed for _url, exc in outages))
+    combined.__cause__ = last
+    return combined
 
 
 class Transport:
@@ -121,31 +163,78 @@ class Transport:
         """The parsed JSON of a 2xx answer.  ``idempotent`` says repeating the
         call changes nothing (a GET), so it may be retried after it may have
         reached the service; ``deadline`` (a monotonic time) bounds the call."""
+        return self.request_any(method, (url,), query=query, form=form, extra_wait=extra_wait,
+                                idempotent=idempotent, deadline=deadline)
+
+    def request_any(self, method: str, urls: Sequence[str], *,
+                    query: Optional[Mapping[str, str]] = None,
+                    form: Optional[Mapping[str, str]] = None, extra_wait: float = 0.0,
+                    idempotent: bool, deadline: Optional[float] = None,
+                    answered: Callable[[int], None] = lambda index: None) -> Any:
+        """The same call to several instances of one service, in order of
+        preference: the parsed JSON of the first 2xx answer.  ``answered`` is
+        told the index in ``urls`` of the instance that answered, whether it
+        granted the call or refused it (a 4xx is the service's answer too).
+
+        An outage of one URL moves the call on to the next at once, but only
+        when :func:`may_send_again` allows (a read, or a request that surely
+        did not reach the service); any other error ends the call: it is the
+        service's answer, or a TLS failure or a lost answer that another
+        instance must not paper over.  When every URL had an outage, a new
+        round starts after a backoff (or the Retry-After asked for), within
+        the retry budget; ``deadline`` bounds the whole of it."""
+        if not urls:
+            raise RequestNotSentError("no service URL to send the request to")
         started = self._monotonic()
         backoff = _BACKOFF_START
-        fresh_retry_done = False
+        fresh_retried: Set[str] = set()
         while True:
-            try:
-                return self._request_once(method, url, query, form, extra_wait, deadline,
-                                          idempotent, fresh_retry_done)
-            except _RetryOnFreshConnection as retry:
-                if not fresh_retry_done:
-                    fresh_retry_done = True
-                    continue
-                error: ToopherApiError = retry.error
-                error.__cause__ = retry.__cause__
-            except ToopherUnavailableError as exc:
-                error = exc
-            if not isinstance(error, ToopherUnavailableError):
-                raise error
-            wait = error.retry_after if error.retry_after is not None else backoff
+            outages: List[Tuple[str, ToopherUnavailableError]] = []
+            for index, url in enumerate(urls):
+                if outages and deadline is not None and self._monotonic() >= deadline:
+                    # No time left for the next instance: the outage stands
+                    # (as a retry that would pass the deadline is not made).
+                    raise _outage_of(outages)
+                try:
+                    body = self._request_to(method, url, query, form, extra_wait, deadline,
+                                            idempotent, fresh_retried)
+                except ToopherUnavailableError as exc:
+                    outages.append((url, exc))
+                except ToopherRefusedError:
+                    answered(index)
+                    raise
+                else:
+                    answered(index)
+                    return body
+                if not may_send_again(outages[-1][1], idempotent):
+                    raise _outage_of(outages)
+            error = _outage_of(outages)
+            # The shortest wait any instance asked for (one without a Retry-After: the backoff).
+            wait = min(exc.retry_after if exc.retry_after is not None else backoff
+                       for _url, exc in outages)
             now = self._monotonic()
-            if (not (idempotent or error.not_processed)
-                    or now - started + wait > self.retry_budget
+            if (now - started + wait > self.retry_budget
                     or (deadline is not None and now + wait >= deadline)):
                 raise error
             self._sleep(wait)
             backoff *= 2
+
+    def _request_to(self, method: str, url: str, query: Optional[Mapping[str, str]],
+                    form: Optional[Mapping[str, str]], extra_wait: float,
+                    deadline: Optional[float], idempotent: bool,
+                    fresh_retried: Set[str]) -> Any:
+        """One attempt at one URL; a request that surely was not sent, or a
+        read a stale kept-alive connection lost, goes out once more on a new
+        connection (once per URL and call)."""
+        while True:
+            try:
+                return self._request_once(method, url, query, form, extra_wait, deadline,
+                                          idempotent, url in fresh_retried)
+            except _RetryOnFreshConnection as retry:
+                if url not in fresh_retried:
+                    fresh_retried.add(url)
+                    continue
+                raise retry.error from retry.__cause__
 
     def _request_once(self, method: str, url: str, query: Optional[Mapping[str, str]],
                       form: Optional[Mapping[str, str]], extra_wait: float,

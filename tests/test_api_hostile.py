@@ -94,7 +94,7 @@ def test_a_request_surely_not_sent_on_a_stale_connection_is_sent_once_more(monke
 
 
 def flow_config(url, **overrides):
-    values = dict(path="/etc/test.conf", api_url=url, consumer_key=KEY,
+    values = dict(path="/etc/test.conf", api_urls=(url,), consumer_key=KEY,
                   consumer_secret=Secret(SECRET), auth_timeout=20.0, http_timeout=3.0,
                   failmode="safe", otp_fallback=True, terminal_id="host-id",
                   terminal_name="Host One")

@@ -3,6 +3,7 @@
 import io
 import os
 import pwd
+import socket
 import subprocess
 
 import pytest
@@ -18,7 +19,7 @@ from tests.support.server import RunningServer
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 SECRET = "cli-secret-never-printed"
-CONFIG = Config(path="/etc/security/toopher.conf", api_url="https://api.example.com/v1/",
+CONFIG = Config(path="/etc/security/toopher.conf", api_urls=("https://api.example.com/v1/",),
                 consumer_key="key", consumer_secret=Secret(SECRET))
 
 
@@ -105,6 +106,25 @@ def test_check_reports_a_hook_that_does_not_load_as_sshd_runs_it(tmp_path):
     run("check", "--hook", str(tmp_path / "missing.py"))
     assert run.error.endswith(f"{tmp_path}/missing.py: no such file; run: toopher-pam "
                               f"install-hook {tmp_path}/missing.py\n")
+
+
+def test_check_calls_each_service_url_on_its_own(hook):
+    run = Run()
+    run.fake.pairing = "unpaired"
+    urls = ("https://a.example.com/v1/", "https://b.example.com/v1/")
+    seen = []
+    factory = factory_for(run.fake)
+
+    def each(config):
+        seen.append(config.api_urls)
+        return factory(config)
+    run.code = main(["check", "--hook", hook], api_factory=each,
+                    load=lambda path: CONFIG._replace(api_urls=urls),
+                    stdin=run.stdin, stdout=run.out, stderr=run.err)
+    assert run.code == 0, run.error
+    assert seen == [(urls[0],), (urls[1],)]              # never both in one client
+    assert run.output.endswith("https://a.example.com/v1/: credentials accepted\n"
+                               "https://b.example.com/v1/: credentials accepted\n")
 
 
 def test_a_config_error_is_one_line():
@@ -256,6 +276,37 @@ def test_check_refuses_an_impersonable_url(tmp_path, srv, hook):
                     stdout=run.out, stderr=run.err)
     assert run.code == 1 and "syntax" not in run.output
     assert "key 'api_url' must use https://" in run.error and "localhost" in run.error
+
+
+def test_check_reports_each_urls_state_and_fails_naming_the_broken_ones(tmp_path, srv, hook):
+    with RunningServer(tls=True) as other:   # another database, and a CA not in the bundle
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            dead = f"https://127.0.0.1:{sock.getsockname()[1]}/v1"
+        path = _config_file(tmp_path, srv, api_url=f"{srv.url} {dead} {other.url}")
+        run = Run()
+        run.code = main(["--config", path, "check", "--hook", hook], load=_load, stdout=run.out, stderr=run.err)
+        assert run.code == 1
+        lines = run.output.splitlines()[-3:]
+        assert lines[0] == f"{srv.url}: credentials accepted"
+        assert lines[1].startswith(f"{dead}: cannot reach the service: could not reach ")
+        assert lines[2].startswith(f"{other.url}: the certificate of ") and "check ca_bundle" in lines[2]
+        assert run.error == (f"toopher-pam: error: 2 of 3 service URLs failed the check: "
+                             f"{dead} (unreachable), {other.url} (TLS error)\n")
+
+        # With both CAs trusted, the other instance answers, and refuses srv's credentials.
+        bundle = write_private_file(tmp_path / "cas.pem", open(srv.ca_cert_path).read()
+                                    + open(other.ca_cert_path).read(), mode=0o644)
+        path = _config_file(tmp_path, srv, api_url=f"{other.url} {srv.url}", ca_bundle=bundle)
+        run = Run()
+        run.code = main(["--config", path, "check", "--hook", hook], load=_load, stdout=run.out, stderr=run.err)
+    assert run.code == 1
+    assert run.output.splitlines()[-2:] == [
+        f"{other.url} refused the credentials (HTTP 401): check consumer_key and consumer_secret",
+        f"{srv.url}: credentials accepted"]
+    assert run.error == (f"toopher-pam: error: 1 of 2 service URLs failed the check: "
+                         f"{other.url} (refused credentials)\n")
+    assert srv.secret not in run.output + run.error
 
 
 def test_check_with_a_wrong_secret_against_the_real_server(tmp_path, srv, hook):

@@ -37,7 +37,7 @@ def write(tmp_path, text: str, mode: int = 0o600) -> str:
 
 def test_defaults():
     config = parse()
-    assert config.api_url == "https://api.example.com/v1/"
+    assert config.api_urls == ("https://api.example.com/v1/",)
     assert config.consumer_key == "key123"
     assert config.consumer_secret.reveal() == SECRET
     assert (config.http_timeout, config.auth_timeout) == (10.0, 60.0)
@@ -108,7 +108,7 @@ def test_comments_and_blank_lines_are_ignored():
     "http://127.0.0.1:800/v1/", "http://127.0.0.1/v1", "http://[::1]:9/v1",
     "https://api.toopher.com/v1/", "https://localhost:8443/v1", "https://127.0.0.1:5000/v1"])
 def test_accepted_urls(url):
-    assert parse(base=MINIMAL.replace("https://api.example.com/v1/", url)).api_url == url
+    assert parse(base=MINIMAL.replace("https://api.example.com/v1/", url)).api_urls == (url,)
 
 
 @pytest.mark.parametrize("url, words", [
@@ -131,6 +131,26 @@ def test_refused_urls(url, words):
     assert "line 3" in message and "api_url" in message and words in message
     if url.startswith("http:"):
         assert "must use https://" in message and "make-cert" in message
+
+
+def test_several_urls_are_kept_in_order_of_preference():
+    urls = "https://a.example.com/v1   https://127.0.0.1:8443/v1 http://[::1]:800/v1"
+    assert parse(base=MINIMAL.replace("https://api.example.com/v1/", urls)).api_urls == (
+        "https://a.example.com/v1", "https://127.0.0.1:8443/v1", "http://[::1]:800/v1")
+
+
+@pytest.mark.parametrize("urls, words", [
+    # The rule holds for each URL: one impersonable instance is one way in.
+    ("https://a.example.com/v1 http://127.0.0.1:8000/v1",
+     "URL 2 must use https:// (with ca_bundle for a private CA, see toopher-server make-cert): "
+     "plain http to port 8000 can be served by any local user"),
+    ("http://localhost:800/v1 https://a.example.com/v1", "URL 1 must use https://"),
+    ("https://a.example.com/v1 https://b.example.com/v1 ftp://c/", "URL 3 must be an https://"),
+    ("https://a.example.com/v1 https://a.example.com/v1/", "URL 2 repeats an earlier one"),
+])
+def test_each_of_several_urls_is_checked(urls, words):
+    message = error_of(MINIMAL.replace("https://api.example.com/v1/", urls))
+    assert message.startswith("/etc/test.conf, line 3: key 'api_url' ") and words in message
 
 
 def test_the_privileged_port_limit_is_read_from_the_kernel(tmp_path, monkeypatch):
@@ -277,7 +297,7 @@ EXAMPLE = REPO_ROOT / "config" / "toopher.conf.example"
 
 def test_the_example_file_parses_to_the_defaults():
     config = parse_config(EXAMPLE.read_text(), str(EXAMPLE))
-    assert config == Config(path=str(EXAMPLE), api_url="https://api.toopher.com/v1/",
+    assert config == Config(path=str(EXAMPLE), api_urls=("https://api.toopher.com/v1/",),
                             consumer_key="YOUR-CONSUMER-KEY",
                             consumer_secret=Secret("YOUR-CONSUMER-SECRET"))
 

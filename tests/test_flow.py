@@ -21,7 +21,7 @@ ME = pwd.getpwuid(os.getuid()).pw_name  # flow checks the account exists locally
 
 
 def make_config(**overrides) -> Config:
-    values = dict(path="/etc/test.conf", api_url="https://api.example.com/v1/",
+    values = dict(path="/etc/test.conf", api_urls=("https://api.example.com/v1/",),
                   consumer_key="key", consumer_secret=Secret(SECRET), auth_timeout=60.0,
                   terminal_id="host-id", terminal_name="Host One")
     values.update(overrides)
@@ -85,7 +85,7 @@ def test_skipping_does_not_import_the_http_stack():
         sys.path.insert(0, {str(REPO_ROOT)!r})
         from pam_toopher.config import Config, Secret
         from pam_toopher.flow import LoginRequest, Outcome, decide, SystemClock
-        config = Config(path="x", api_url="https://x/", consumer_key="k",
+        config = Config(path="x", api_urls=("https://x/",), consumer_key="k",
                         consumer_secret=Secret("s"), users=("!{ME}",))
         def no_api(config):
             raise AssertionError("the client must not be built")
@@ -522,6 +522,19 @@ def test_exactly_one_audit_line_with_every_field(tmp_path):
     written = audit_file.read_text().splitlines()
     assert len(written) == 1 and written[0].endswith(line)
     assert oct(audit_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_audit_line_names_the_service_url_that_answered_when_not_the_first():
+    world = World(answers=[""], api_urls=("https://a.example.com/v1/",
+                                          "https://b.example.com/v1/"))
+    world.api.answered_by = "https://b.example.com/v1/"   # the client failed over
+    decision = world.login()
+    assert (decision.outcome, decision.answered_by) == (Outcome.GRANTED,
+                                                        "https://b.example.com/v1/")
+    (_sev, line), = world.syslog
+    assert line.endswith('reason="approved on the phone" answered_by=https://b.example.com/v1/')
+    world = World(answers=[""])                            # the first answered: no field
+    assert "answered_by" not in (world.login(), world.syslog[0][1])[1]
 
 
 def test_control_characters_in_names_never_reach_the_log():

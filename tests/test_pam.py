@@ -11,11 +11,14 @@ module returned PAM_IGNORE and not PAM_SUCCESS.
 """
 
 import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from pam_toopher.api import ToopherApi
 from tests.support.pam import toopher_line, toopher_only
+from tests.support.server import RunningServer
 
 AUTH_TIMEOUT = 3
 OTP_PROMPT_AFTER = 1  # a phone that has not answered in 1 s: ask for the code
@@ -203,6 +206,84 @@ def test_service_down(scene, srv, failmode, succeeds, code, outcome):
     result = scene.pamtester([scene.user.password, ""])
     assert result.ok is succeeds and (succeeds or result.failed_with(code)), result
     assert scene.audit()["outcome"] == outcome
+
+
+# ------------------------------------------ several service URLs (failover)
+
+def test_a_dead_first_url_fails_over_and_the_phone_decides(scene, srv):
+    dead = f"https://127.0.0.1:{closed_port()}/v1"
+    ready(scene, srv, api_url=f"{dead} {srv.url}")
+    result = scene.pamtester([scene.user.password, ""])
+    assert result.ok, result
+    audit = scene.audit()
+    assert audit["outcome"] == "granted" and audit["reason"] == "approved by rule"
+    assert audit["answered_by"] == srv.url + "/"        # not the first: said so
+
+
+def test_the_first_url_answering_is_not_mentioned(scene, srv):
+    ready(scene, srv, rule="deny", api_url=f"{srv.url} https://127.0.0.1:{closed_port()}/v1")
+    result = scene.pamtester([scene.user.password, ""])
+    assert result.failed_with("PAM_AUTH_ERR"), result
+    audit = scene.audit()
+    assert audit["outcome"] == "denied" and "answered_by" not in audit
+
+
+@pytest.mark.parametrize("failmode, succeeds, code, outcome", [
+    ("secure", False, "PAM_AUTHINFO_UNAVAIL", "unavailable"),
+    ("safe", True, None, "failed_open"),
+])
+def test_every_url_down_is_an_outage(scene, srv, failmode, succeeds, code, outcome):
+    dead = [f"https://127.0.0.1:{closed_port()}/v1" for _ in range(2)]
+    ready(scene, srv, rule=None, paired=False, failmode=failmode, api_url=" ".join(dead))
+    result = scene.pamtester([scene.user.password, ""])
+    assert result.ok is succeeds and (succeeds or result.failed_with(code)), result
+    audit = scene.audit()
+    assert audit["outcome"] == outcome
+    assert audit["reason"].startswith("no service URL answered: ")
+    assert all(url.rsplit("/", 1)[0] in audit["reason"] for url in dead)
+
+
+class Twin(RunningServer):
+    """A second instance of ``first``: the same database, certificate and
+    requester, in its own process on its own port."""
+
+    def __init__(self, first: RunningServer):
+        super().__init__(directory=str(first.directory))   # no certificates made here
+        self.tls, self._cert, self.ca_cert_path = True, first._cert, first.ca_cert_path
+        self.key, self.secret = first.key, first.secret
+        self.log_path = str(first.directory / "twin.log")
+
+
+def test_the_instance_holding_the_wait_dies_and_the_other_one_answers(scene):
+    """Two instances on one database; the push goes through the first, which
+    is killed (SIGKILL) while the module waits on it: the wait goes on at the
+    second, which sees the phone's answer."""
+    with RunningServer(tls=True) as one, Twin(one) as two:
+        ready(scene, one, rule=None, api_url=f"{one.url} {two.url}", auth_timeout=20)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            login = pool.submit(scene.pamtester, [scene.user.password, ""])
+            request = one.phone.wait_for_request(scene.user.name)
+            time.sleep(0.5)                          # the module is in its long poll
+            one._process.kill()
+            one._process.wait()
+            two.phone.approve(request["id"], "approved after the failover")
+            result = login.result(timeout=60)
+    assert result.ok, result
+    audit = scene.audit()
+    assert (audit["outcome"], audit["request"]) == ("granted", request["id"])
+    assert audit["reason"] == "approved after the failover"
+    assert audit["answered_by"] == two.url + "/" and float(audit["elapsed"][:-1]) < 10
+
+
+def test_a_first_url_failing_tls_never_fails_over_nor_open(scene, srv):
+    # The next URL is fine, and failmode = safe: still refused, as tls_error.
+    with RunningServer(tls=True) as other:     # its certificate is from another CA
+        ready(scene, srv, rule="approve", failmode="safe", api_url=f"{other.url} {srv.url}")
+        result = scene.pamtester([scene.user.password, ""])
+    assert result.failed_with("PAM_AUTH_ERR"), result
+    audit = scene.audit()
+    assert audit["outcome"] == "tls_error" and other.url.rsplit("/", 1)[0] in audit["reason"]
+    assert srv.phone.pending_requests(scene.user.name) == []
 
 
 @pytest.mark.parametrize("failmode", ["secure", "safe"])

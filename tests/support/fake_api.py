@@ -96,6 +96,7 @@ class FakeToopher:
         self.pairing_answer = "accept"
         self.wrong_id = False
         self.calls: List[tuple] = []
+        self.answered_by: Optional[str] = None  # as if another service URL answered
         self.deadline: Optional[float] = None   # set by the flow, as on the real client
         self.closed = False
         self._pushed_at: Optional[float] = None
@@ -191,6 +192,9 @@ class FakeToopher:
         self._record("reset_user", user_name)
         self.pairing = "unpaired"
         return {}
+
+    def failover_url(self) -> Optional[str]:
+        return self.answered_by
 
     def close(self):
         self.closed = True
