@@ -26,6 +26,7 @@ from pam_toopher.api import ToopherApi  # noqa: E402
 from pam_toopher.hook_file import install_hook  # noqa: E402
 from pam_toopher.server.phone import Phone  # noqa: E402
 from pam_toopher.server.store import Store  # noqa: E402
+from tests.support.server import privileged_port  # noqa: E402  (shared with the tests)
 
 PYTHON = "/usr/bin/python3"
 PAM_DIR = Path("/etc/pam.d")
@@ -36,18 +37,6 @@ SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 def say(text: str = "") -> None:
     print(text, flush=True)
-
-
-def free_privileged_port() -> int:
-    """A free loopback port below 1024: plain http the module believes (root only)."""
-    for port in range(1023, 512, -1):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below 1024 on 127.0.0.1")
 
 
 def step(text: str) -> None:
@@ -85,7 +74,7 @@ class Demo:
         # or, for the web phone (passkeys need https on a DNS name or
         # http://localhost), plain http on a port below 1024, which only root binds.
         if self.web:
-            port, listen = free_privileged_port(), ["--public-url", "http://localhost"]
+            port, listen = privileged_port(), ["--public-url", "http://localhost"]
         else:
             tls = self.tmp / "tls"
             subprocess.run([PYTHON, "-m", "pam_toopher.server", "make-cert", "--dir", str(tls),
