@@ -25,6 +25,7 @@ from pam_toopher.server.devices import DeviceStore
 from pam_toopher.server.errors import BadRequest
 from pam_toopher.server.push import (
     PUSH_TTL,
+    application_server_key,
     check_subject,
     default_subject,
     parse_subscription,
@@ -35,6 +36,7 @@ from tests.support.passkey import SoftPasskey
 from tests.support.server import REPO_ROOT, RunningServer, privileged_port, server_command, \
     server_env
 from tests.test_pam import pair, settings
+from tests.test_phone_browser import enrol, phone  # noqa: F401 -- phone: a fixture
 from tests.test_phone_web import Scene
 
 pytest.importorskip("pywebpush", reason="tools/install-deps installs pywebpush")
@@ -417,3 +419,82 @@ def test_a_bad_vapid_subject_is_a_usage_error(tmp_path):
                             timeout=30)
     assert result.returncode == 2
     assert "--vapid-subject must be mailto:ADDRESS or https://HOST" in result.stderr
+
+
+# -- the page and the service worker in Debian's Chromium ------------------------------------
+
+# Chromium cannot reach a real push service here (subscribe() would wait for
+# Google's forever): the page gets the fake push service's subscription
+# instead, and the test keeps what the page asked for.
+STUB_SUBSCRIBE = """
+const made = arguments[0];
+PushManager.prototype.getSubscription = async function () { return null; };
+PushManager.prototype.subscribe = async function (options) {
+  const key = new Uint8Array(options.applicationServerKey);
+  window.__subscribeOptions = {
+    userVisibleOnly: options.userVisibleOnly,
+    key: btoa(String.fromCharCode(...key)).replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, ""),
+  };
+  return { options: { applicationServerKey: key.buffer }, toJSON: () => made,
+           unsubscribe: async () => true };
+};
+"""
+GET_NOTIFICATIONS = """
+const done = arguments[arguments.length - 1];
+navigator.serviceWorker.ready
+  .then((registration) => registration.getNotifications())
+  .then((shown) => done(shown.map((n) => ({title: n.title, body: n.body, tag: n.tag}))))
+  .catch((error) => done(String(error)));
+"""
+
+
+@pam_only
+def test_the_page_subscribes_and_the_service_worker_shows_the_pushed_request(web, service, phone,
+                                                                            tmp_path):
+    enrol(web, phone, "kim")
+    origin = web.app_url[:-len("/app/")]
+    phone.driver.execute_cdp_cmd("Browser.grantPermissions",
+                                 {"origin": origin, "permissions": ["notifications"]})
+    made = service.subscribe()
+    phone.driver.execute_script(STUB_SUBSCRIBE, made)
+    phone.click("Enable notifications")
+    phone.wait_text("status", "Notifications are on")
+    [(pem,)] = web.query("SELECT value FROM web_settings WHERE name = 'vapid_private_key'")
+    service.server_key = application_server_key(pem)
+    assert phone.driver.execute_script("return window.__subscribeOptions") == {
+        "userVisibleOnly": True, "key": service.server_key}
+    assert web.query("SELECT endpoint, p256dh, auth FROM push_subscriptions") == [
+        (made["endpoint"], made["keys"]["p256dh"], made["keys"]["auth"])]
+    phone.wait(lambda: phone.button("Turn off notifications"), "the button to turn them off")
+
+    # A login waits: the push service gets the push, and what it decrypts to,
+    # delivered to the service worker (DevTools), shows the request.
+    request_id = new_request(web, paired(web, "kim"), "db-2")
+    message = service.next_message()
+    assert message.problems == []
+    assert message.json() == {"kind": "request", "id": request_id}
+    phone.driver.execute_cdp_cmd("ServiceWorker.enable", {})
+    # The first service worker registration of a fresh profile has id 0.
+    phone.driver.execute_cdp_cmd("ServiceWorker.deliverPushMessage", {
+        "origin": origin, "registrationId": "0", "data": message.payload.decode()})
+    shown = phone.wait(lambda: phone.driver.execute_async_script(GET_NOTIFICATIONS),
+                       "the notification")
+    assert shown == [{"title": "Approve a login on db-2?", "body": "sudo: /usr/bin/id",
+                      "tag": f"request-{request_id}"}]
+
+    # Tapped, it opens the page on that request (the URL the worker opens), in
+    # a new page or in the open one.
+    second_id = new_request(web, paired(web, "kim"), "db-3")
+    phone.open(f"{origin}/app/enrol")
+    for request in (request_id, second_id):
+        phone.open(f"{origin}/app/#request={request}")
+        card = phone.card(request)
+        phone.wait(lambda: "revealed" in (card.get_attribute("class") or ""),  # noqa: B023
+                   "the request revealed")
+        assert phone.driver.current_url == f"{origin}/app/"
+    assert len(phone.driver.find_elements("css selector", ".card.revealed")) == 1
+
+    # Turned off: the server forgets the subscription.
+    phone.click("Turn off notifications")
+    phone.wait_text("status", "Notifications are off")
+    assert subscriptions(web) == 0

@@ -375,6 +375,10 @@ async function start() {
     });
   }
   takeRevealFromUrl();
+  window.addEventListener("hashchange", () => {
+    takeRevealFromUrl();
+    if (reveal) refresh();
+  });
   const token = location.pathname === "/app/enrol" ? location.hash.slice(1) : "";
   if (token) {
     show("enrol", true);
