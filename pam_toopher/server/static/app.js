@@ -7,6 +7,8 @@ const POLL_MS = 1000;
 // A new request's Approve button waits this long before it works, so that a
 // card appearing at the top cannot take a tap meant for the one below it.
 const ARM_MS = 1000;
+// How long the browser may take to subscribe at its push service.
+const SUBSCRIBE_MS = 30000;
 let csrf = "";
 let pollTimer = null;
 const busy = new Set();  // ids of requests/pairings whose answer is in progress
@@ -236,8 +238,13 @@ async function enableNotifications() {
       subscription = null;
     }
     if (!subscription) {
-      subscription = await registration.pushManager.subscribe({
-        userVisibleOnly: true, applicationServerKey: fromB64url(pushKey) });
+      // The browser asks its vendor's push service; without an answer it would wait forever.
+      subscription = await Promise.race([
+        registration.pushManager.subscribe({
+          userVisibleOnly: true, applicationServerKey: fromB64url(pushKey) }),
+        new Promise((_, reject) => setTimeout(() => reject(new Error(
+          "the browser's push service did not answer; try again later")), SUBSCRIBE_MS)),
+      ]);
     }
     await post("/app/api/push/subscribe", { subscription: subscription.toJSON() });
     say("Notifications are on.");
