@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -26,6 +27,7 @@ from pam_toopher.server.errors import BadRequest
 from pam_toopher.server.push import (
     PUSH_TTL,
     application_server_key,
+    available,
     check_subject,
     default_subject,
     parse_subscription,
@@ -86,6 +88,13 @@ def test_a_browsers_subscription_is_accepted():
 def test_a_bad_subscription_is_refused(value, why):
     with pytest.raises(BadRequest, match=f"(?i){why.replace('(', '.').replace(')', '.')}"):
         parse_subscription(value)
+
+
+def test_push_is_off_without_pywebpush(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pywebpush", None)  # import pywebpush raises ImportError
+    assert "pywebpush is not installed" in (available() or "")
+    monkeypatch.undo()
+    assert available() is None
 
 
 def test_the_payload_names_only_the_request():
@@ -485,6 +494,9 @@ def test_the_page_subscribes_and_the_service_worker_shows_the_pushed_request(web
     # Tapped, it opens the page on that request (the URL the worker opens), in
     # a new page or in the open one.
     second_id = new_request(web, paired(web, "kim"), "db-3")
+    # The user's pending requests are shown together, newest first.
+    phone.wait(lambda: [card.get_attribute("data-id") for card in phone.driver.find_elements(
+        "css selector", "#requests > li")] == [second_id, request_id], "both requests, newest first")
     phone.open(f"{origin}/app/enrol")
     for request in (request_id, second_id):
         phone.open(f"{origin}/app/#request={request}")
