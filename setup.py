@@ -23,7 +23,9 @@ setup(
     install_requires=["requests>=2.25", "requests-oauthlib>=1.3", "oauthlib>=3.1"],
     # toopher-server's phone web app (--public-url): passkeys and QR codes.
     # fido2 2.x changed the verification API this code uses.
-    extras_require={"web": ["fido2>=0.9.1,<2", "segno>=1.4"]},
+    # "push": Web Push notifications to the phones (optional; not in Debian 12).
+    extras_require={"web": ["fido2>=0.9.1,<2", "segno>=1.4"],
+                    "push": ["pywebpush>=1.14"]},
     entry_points={
         "console_scripts": [
             "toopher-pam=pam_toopher.cli:main",

@@ -86,6 +86,10 @@ class Api:
                  timestamp_window: Optional[float] = TIMESTAMP_WINDOW):
         self.store = store
         self.verifier = Verifier(store, clock, timestamp_window)
+        #: Told ("request" or "pairing", the new object) after one is created:
+        #: the phone web app's push notifications (push.PushSender.on_created,
+        #: which only queues).
+        self.on_created: Optional[Callable[[str, dict], None]] = None
         post, get = "POST", "GET"
         # Specific paths before the {id} patterns that would also match them.
         self.routes = [(method, re.compile(pattern + r"\Z"), handler) for method, pattern, handler in (
@@ -169,16 +173,24 @@ class Api:
 
     # -- pairings -------------------------------------------------------------------
 
+    def _created(self, kind: str, created: dict) -> dict:
+        if self.on_created is not None:
+            self.on_created(kind, created)
+        return created
+
     def create_pairing(self, requester_id, params):
-        return self.store.create_pairing(requester_id, params.require("user_name"), "phrase",
-                                         params.require("pairing_phrase", "pairing_token"))
+        return self._created("pairing", self.store.create_pairing(
+            requester_id, params.require("user_name"), "phrase",
+            params.require("pairing_phrase", "pairing_token")))
 
     def create_pairing_sms(self, requester_id, params):
         params.require("phone_number")
-        return self.store.create_pairing(requester_id, params.require("user_name"), "sms")
+        return self._created("pairing", self.store.create_pairing(
+            requester_id, params.require("user_name"), "sms"))
 
     def create_pairing_qr(self, requester_id, params):
-        return self.store.create_pairing(requester_id, params.require("user_name"), "qr")
+        return self._created("pairing", self.store.create_pairing(
+            requester_id, params.require("user_name"), "qr"))
 
     def get_pairing(self, requester_id, params, id):
         return self._long_poll(params, lambda: self.store.get_pairing(requester_id, id),
@@ -195,7 +207,7 @@ class Api:
         pairing_id, user_name = params.get("pairing_id"), params.get("user_name")
         if (pairing_id is None) == (user_name is None):
             raise BadRequest("Exactly one of pairing_id and user_name is required")
-        return self.store.initiate(
+        return self._created("request", self.store.initiate(
             requester_id, pairing_id=pairing_id, user_name=user_name,
             terminal_name=params.get("terminal_name"),
             terminal_id=params.get("terminal_name_extra", "requester_specified_terminal_id",
@@ -203,7 +215,7 @@ class Api:
             action_name=params.get("action_name", "action") or "Log in",
             automation_allowed=params.boolean("automation_allowed", default=True),
             challenge_required=params.boolean("challenge_required", default=False),
-            otp=params.get("otp"))
+            otp=params.get("otp")))
 
     def get_request(self, requester_id, params, id):
         return self._long_poll(params, lambda: self.store.get_request(requester_id, id),

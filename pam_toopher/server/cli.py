@@ -13,7 +13,7 @@ import sys
 import time
 from typing import List, Optional
 
-from . import forwarded
+from . import forwarded, push
 from .dispatch import Response
 from .errors import ServerError
 from .httpd import ConnectionLimits, make_server, raise_file_limit
@@ -83,8 +83,7 @@ def cmd_serve(args) -> int:
     store = Store(_db(args), limits=_limits(args), log=_log)
     server = make_server(store, args.host, args.port, args.tls_cert, args.tls_key,
                          limits=limits, trusted_proxies=trusted)
-    if args.public_url:
-        _enable_webapp(server, store, args.public_url)
+    pusher = _enable_webapp(server, store, args) if args.public_url else None
 
     def stop(signum, frame):
         raise KeyboardInterrupt
@@ -100,6 +99,8 @@ def cmd_serve(args) -> int:
         pass
     finally:
         server.server_close()
+        if pusher is not None:
+            pusher.close()
         store.close()
     return 0
 
@@ -117,23 +118,37 @@ def _log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _enable_webapp(server, store: Store, public_url: str) -> None:
-    """Serve the phone web app under /app/ at ``public_url``."""
+def _enable_webapp(server, store: Store, args):
+    """Serve the phone web app under /app/ at ``--public-url``; the push sender, or None."""
     from .webapp import WebApp, parse_public_url  # fido2 is loaded only when needed
 
     try:
-        public = parse_public_url(public_url, server.server_address[1])
-    except ServerError as error:
+        public = parse_public_url(args.public_url, server.server_address[1])
+        subject = args.vapid_subject and push.check_subject(args.vapid_subject)
+    except (ServerError, ValueError) as error:
         server.server_close()
-        raise UsageError(error.message) from None
-    webapp = WebApp(store, public)
+        raise UsageError(getattr(error, "message", str(error))) from None
+    webapp = WebApp(store, public, push_allow_http_loopback=args.push_allow_http_loopback)
     webapp.devices.set_public_url(public.origin)
+    pusher = None
+    missing = "turned off (--no-push)" if args.no_push else push.available()
+    if missing:
+        _log(f"push notifications: off, {missing}")
+    else:
+        private_pem = webapp.devices.setting_once(push.VAPID_SETTING,
+                                                  push.new_vapid_private_key)
+        webapp.push_key = push.application_server_key(private_pem)
+        pusher = push.PushSender(webapp.devices, private_pem, push.PushSettings(
+            subject or push.default_subject(public.origin)), _log)
+        server.dispatcher.api.on_created = pusher.on_created
+        _log("push notifications: on")
     # Fault switches are for API clients: the web app's route comes before them.
     for prefix in ("/app", "/app/"):
         server.dispatcher.add_route(prefix, lambda request: Response.from_parts(*webapp.handle(
             request.method, request.target, request.headers, request.body)))
     # stdout keeps its one "listening on" line; this is for the administrator.
     print(f"phone web app at {public.app_url}", file=sys.stderr, flush=True)
+    return pusher
 
 
 def _when(timestamp: Optional[float]) -> str:
@@ -305,6 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--public-url", metavar="URL",
                        help="serve the phone web app under /app/ at this https URL"
                             " (http only for http://localhost); its host is the passkeys' rp_id")
+    serve.add_argument("--vapid-subject", metavar="CONTACT",
+                       help="Web Push contact sent to the browsers' push services:"
+                            " mailto:ADDRESS or https://HOST (default: the --public-url host)")
+    serve.add_argument("--no-push", action="store_true",
+                       help="no push notifications to phones, even if pywebpush is installed")
+    serve.add_argument("--push-allow-http-loopback", action="store_true",
+                       help="accept http://127.0.0.1 push endpoints (for tests with a fake"
+                            " push service; never in production)")
     defaults = Limits()
     serve.add_argument("--otp-max-failures", type=int, default=defaults.otp_max_failures,
                        metavar="N", help="wrong codes per pairing before codes are locked out")

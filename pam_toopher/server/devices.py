@@ -21,10 +21,11 @@ import json
 import secrets
 import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import BadRequest, Conflict, NotFound, ServerError, Unauthorized
+from .push import Subscription
 from .store import REASON_USER, Store
 from .webauthn import NONCE_BYTES, NewCredential
 
@@ -48,6 +49,11 @@ CREATE TABLE IF NOT EXISTS phone_answers (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, user_name TEXT NOT NULL,
     device_id TEXT NOT NULL, device_name TEXT NOT NULL, kind TEXT NOT NULL,
     subject_id TEXT NOT NULL, answer TEXT NOT NULL, detail TEXT NOT NULL, assertion TEXT);
+-- Web Push (push.py): one subscription per device, deleted with the device's
+-- revocation or when the push service says it is gone (404/410).
+CREATE TABLE IF NOT EXISTS push_subscriptions (
+    device_id TEXT PRIMARY KEY, endpoint TEXT NOT NULL, p256dh TEXT NOT NULL,
+    auth TEXT NOT NULL, created REAL NOT NULL);
 -- When each request was created, for its age on the page and the approval
 -- deadline.  A trigger, so every writer (the API, the simulator in another
 -- process) records it without the request code knowing about phones.
@@ -129,6 +135,19 @@ class DeviceStore:
         with self.store.transaction(write=False) as db:
             row = db.execute("SELECT value FROM web_settings WHERE name = 'public_url'").fetchone()
         return row["value"] if row else None
+
+    def setting_once(self, name: str, make: Callable[[], str]) -> str:
+        """The setting ``name``, made by ``make()`` the first time; whoever is
+        first (another thread or server instance) wins, all then use its value."""
+        with self.store.transaction(write=False) as db:
+            row = db.execute("SELECT value FROM web_settings WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            with self.store.transaction(quiet=True) as db:
+                db.execute("INSERT INTO web_settings (name, value) VALUES (?, ?)"
+                           " ON CONFLICT (name) DO NOTHING", (name, make()))
+                row = db.execute("SELECT value FROM web_settings WHERE name = ?",
+                                 (name,)).fetchone()
+        return str(row["value"])
 
     # -- enrolment ------------------------------------------------------------------------
 
@@ -225,6 +244,41 @@ class DeviceStore:
                        else NotFound(f"No such device: {device_id}"))
             db.execute("DELETE FROM phone_sessions WHERE device_id = ?", (device_id,))
             db.execute("UPDATE webauthn_challenges SET used = 1 WHERE device_id = ?", (device_id,))
+            db.execute("DELETE FROM push_subscriptions WHERE device_id = ?", (device_id,))
+
+    # -- push subscriptions (push.py) -------------------------------------------------------------
+
+    def save_push_subscription(self, device_id: str, subscription: Subscription) -> None:
+        """The device's subscription, replacing its previous one (and any other
+        device's with the same endpoint: one browser, one subscription)."""
+        with self.store.transaction(quiet=True) as db:
+            db.execute("DELETE FROM push_subscriptions WHERE device_id = ? OR endpoint = ?",
+                       (device_id, subscription.endpoint))
+            db.execute("INSERT INTO push_subscriptions (device_id, endpoint, p256dh, auth,"
+                       " created) VALUES (?, ?, ?, ?, ?)",
+                       (device_id, subscription.endpoint, subscription.p256dh,
+                        subscription.auth, self.clock()))
+
+    def delete_push_subscription(self, device_id: str, endpoint: str | None = None) -> None:
+        """Forget the device's subscription (only if it is still ``endpoint``, when given)."""
+        with self.store.transaction(quiet=True) as db:
+            db.execute("DELETE FROM push_subscriptions WHERE device_id = ? AND"
+                       " (? IS NULL OR endpoint = ?)", (device_id, endpoint, endpoint))
+
+    def has_push_subscription(self, device_id: str) -> bool:
+        with self.store.transaction(write=False) as db:
+            return db.execute("SELECT 1 FROM push_subscriptions WHERE device_id = ?",
+                              (device_id,)).fetchone() is not None
+
+    def push_subscriptions(self, user_name: str) -> list[tuple[str, Subscription]]:
+        """(device id, subscription) of the user's active devices that subscribed."""
+        with self.store.transaction(write=False) as db:
+            rows = db.execute(
+                "SELECT s.device_id, s.endpoint, s.p256dh, s.auth FROM push_subscriptions s"
+                " JOIN devices d ON d.id = s.device_id WHERE d.user_name = ? AND"
+                " d.revoked IS NULL ORDER BY d.seq", (user_name,)).fetchall()
+        return [(row["device_id"], Subscription(row["endpoint"], row["p256dh"], row["auth"]))
+                for row in rows]
 
     # -- challenges ------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from .devices import SESSION_SECONDS, DeviceStore, pairing_binding, request_binding
 from .errors import BadRequest, Forbidden, NotFound, ServerError, Unauthorized
+from .push import parse_subscription
 from .store import Store
 from .webauthn import RelyingParty, bound_challenge
 
@@ -183,9 +184,13 @@ def _json_response(status: int, value: Any, headers: list[tuple[str, str]] | Non
 class WebApp:
     """Routes of /app/; ``handle`` is what :mod:`.httpd` calls."""
 
-    def __init__(self, store: Store, public: PublicUrl):
+    def __init__(self, store: Store, public: PublicUrl, push_key: str | None = None,
+                 push_allow_http_loopback: bool = False):
         self.devices = DeviceStore(store)
         self.public = public
+        #: The VAPID public key phones subscribe with; None: push is off.
+        self.push_key = push_key
+        self.push_allow_http_loopback = push_allow_http_loopback
         self.rp = RelyingParty(public.origin, public.rp_id)
         self.static = {f"{PREFIX}/{path.name}": path for path in STATIC_DIR.iterdir()
                        if path.suffix in STATIC_TYPES}
@@ -195,6 +200,8 @@ class WebApp:
             (post, r"/app/api/enrol/options", self.enrol_options),
             (post, r"/app/api/enrol/complete", self.enrol_complete),
             (post, r"/app/api/phrase", self.phrase),
+            (post, r"/app/api/push/subscribe", self.push_subscribe),
+            (post, r"/app/api/push/unsubscribe", self.push_unsubscribe),
             (post, r"/app/api/requests/(?P<id>[\w-]{1,64})/options", self.request_options),
             (post, r"/app/api/requests/(?P<id>[\w-]{1,64})/approve", self.approve),
             (post, r"/app/api/requests/(?P<id>[\w-]{1,64})/deny", self.deny),
@@ -324,12 +331,32 @@ class WebApp:
         return _json_response(200, {
             "user": user_name, "device": device["name"], "csrf": csrf_token(session),
             "requests": self.devices.pending_requests(user_name),
-            "pairings": self.devices.pending_pairings(user_name)})
+            "pairings": self.devices.pending_pairings(user_name),
+            "push": None if self.push_key is None else {
+                "key": self.push_key,
+                "subscribed": self.devices.has_push_subscription(device["id"])}})
 
     def phrase(self, request: _Request) -> Response:
         device, _ = self._session(request, csrf=True)
         return _json_response(200, {"phrase": self.devices.store.make_pairing_phrase(
             device["user_name"])})
+
+    # -- push notifications ------------------------------------------------------------------
+
+    def push_subscribe(self, request: _Request) -> Response:
+        """Store the PushSubscription the page's browser made with our VAPID key."""
+        device, _ = self._session(request, csrf=True)
+        if self.push_key is None:
+            raise NotFound("Push notifications are not enabled on this server")
+        subscription = parse_subscription(request.json().get("subscription"),
+                                          self.push_allow_http_loopback)
+        self.devices.save_push_subscription(device["id"], subscription)
+        return _json_response(200, {"subscribed": True})
+
+    def push_unsubscribe(self, request: _Request) -> Response:
+        device, _ = self._session(request, csrf=True)
+        self.devices.delete_push_subscription(device["id"])
+        return _json_response(200, {"subscribed": False})
 
     # -- requests -------------------------------------------------------------------------------
 

@@ -7,9 +7,13 @@ const POLL_MS = 1000;
 // A new request's Approve button waits this long before it works, so that a
 // card appearing at the top cannot take a tap meant for the one below it.
 const ARM_MS = 1000;
+// How long the browser may take to subscribe at its push service.
+const SUBSCRIBE_MS = 30000;
 let csrf = "";
 let pollTimer = null;
 const busy = new Set();  // ids of requests/pairings whose answer is in progress
+let pushKey = "";  // the server's VAPID public key (base64url); "" when push is off
+let reveal = "";   // the id of a request or pairing a notification was tapped for
 
 const $ = (id) => document.getElementById(id);
 
@@ -173,6 +177,99 @@ function render(state) {
     (card, request) => { card.querySelector(".age").textContent = age(request.age); });
   show("no-requests", state.requests.length === 0);
   sync($("pairings"), state.pairings, pairingCard, null);
+  renderPush(state.push);
+  if (reveal) revealCard();
+}
+
+// A tapped notification opens the page on its request (or pairing).
+function revealCard() {
+  const card = [...document.querySelectorAll("#requests > li, #pairings > li")]
+    .find((item) => item.dataset.id === reveal);
+  reveal = "";
+  if (!card) {
+    say("That request was already answered or has expired.");
+    return;
+  }
+  for (const other of document.querySelectorAll(".card.revealed")) other.classList.remove("revealed");
+  card.classList.add("revealed");
+  card.tabIndex = -1;
+  card.focus();
+  card.scrollIntoView({ block: "center" });
+}
+
+function takeRevealFromUrl() {
+  const match = location.hash.match(/^#(?:request|pairing)=(.+)$/);
+  if (!match) return;
+  reveal = decodeURIComponent(match[1]);
+  history.replaceState(null, "", "/app/");
+}
+
+// -- push notifications -------------------------------------------------------------------
+
+function pushSupported() {
+  return "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
+}
+
+function renderPush(push) {
+  show("notifications", Boolean(push));
+  if (!push) return;
+  pushKey = push.key;
+  const supported = pushSupported();
+  show("push-on", supported && !push.subscribed);
+  show("push-off", supported && push.subscribed);
+  $("push-state").textContent = !supported
+    ? "This browser cannot show notifications for this page (on an iPhone or iPad, add it to the home screen first and open it from there)."
+    : push.subscribed
+      ? "This phone shows a notification when a login waits for you, also while this page is closed."
+      : "Get a notification on this phone when a login waits for you, also while this page is closed.";
+}
+
+async function enableNotifications() {
+  $("push-on").disabled = true;
+  try {
+    if (await Notification.requestPermission() !== "granted") {
+      throw new Error("Notifications are blocked for this page: allow them in the browser's site settings.");
+    }
+    const registration = await navigator.serviceWorker.ready;
+    let subscription = await registration.pushManager.getSubscription();
+    const key = subscription && subscription.options.applicationServerKey;
+    if (subscription && (!key || toB64url(key) !== pushKey)) {
+      await subscription.unsubscribe();  // made for another server key: useless now
+      subscription = null;
+    }
+    if (!subscription) {
+      // The browser asks its vendor's push service; without an answer it would wait forever.
+      subscription = await Promise.race([
+        registration.pushManager.subscribe({
+          userVisibleOnly: true, applicationServerKey: fromB64url(pushKey) }),
+        new Promise((_, reject) => setTimeout(() => reject(new Error(
+          "the browser's push service did not answer; try again later")), SUBSCRIBE_MS)),
+      ]);
+    }
+    await post("/app/api/push/subscribe", { subscription: subscription.toJSON() });
+    say("Notifications are on.");
+  } catch (error) {
+    say(`Notifications could not be turned on: ${problem(error)}`, true);
+  } finally {
+    $("push-on").disabled = false;
+    refresh();
+  }
+}
+
+async function disableNotifications() {
+  $("push-off").disabled = true;
+  try {
+    await post("/app/api/push/unsubscribe");
+    const registration = await navigator.serviceWorker.ready;
+    const subscription = await registration.pushManager.getSubscription();
+    if (subscription) await subscription.unsubscribe();
+    say("Notifications are off.");
+  } catch (error) {
+    say(problem(error), true);
+  } finally {
+    $("push-off").disabled = false;
+    refresh();
+  }
 }
 
 async function refresh() {
@@ -273,9 +370,22 @@ function forgetSecret() {
 async function start() {
   $("make-phrase").addEventListener("click", makePhrase);
   $("otp-done").addEventListener("click", forgetSecret);
+  $("push-on").addEventListener("click", enableNotifications);
+  $("push-off").addEventListener("click", disableNotifications);
   if ("serviceWorker" in navigator) {
     navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(() => {});
+    navigator.serviceWorker.addEventListener("message", (event) => {
+      if (event.data && event.data.type === "open" && typeof event.data.id === "string") {
+        reveal = event.data.id;
+        refresh();
+      }
+    });
   }
+  takeRevealFromUrl();
+  window.addEventListener("hashchange", () => {
+    takeRevealFromUrl();
+    if (reveal) refresh();
+  });
   const token = location.pathname === "/app/enrol" ? location.hash.slice(1) : "";
   if (token) {
     show("enrol", true);
