@@ -1,26 +1,27 @@
-"""SQLite state of the Toopher-compatible server.
+"""The state of the Toopher-compatible server: every rule about its objects, once.
 
 The HTTP server and the phone simulator (often another process: a test, or
-``toopher-server phone``) share one database file, so every rule about the
+``toopher-server phone``) share one database, so every rule about the
 objects lives here, once: the API handlers and the phone call the same
-methods.  WAL mode plus a busy timeout let the processes write concurrently;
-inside one process a lock serialises the single connection, which is simpler
-than a connection per thread and fast enough for a test server.
+methods.  The database is an SQLite file (one host; WAL mode lets the
+processes write concurrently) or PostgreSQL (several server instances);
+:mod:`.database` runs the same SQL on both and lists the rules a method
+must follow to stay portable.  Every method is one transaction, and a write
+transaction excludes all other writes on the database, on every instance.
 
 Automatic answers (the phone's rules) are stored on the object when it is
 created (``auto_at``) and applied lazily by whoever reads it next, so nothing
 needs a timer thread and a waiting long poll can wake exactly when one is due.
 """
 import secrets
-import sqlite3
 import string
-import threading
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import totp
+from .database import Migration, open_database
 from .errors import (PAIRING_DEACTIVATED, PAIRING_NOT_AUTHORIZED, TERMINAL_UNKNOWN,
                      USER_DISABLED, USER_UNKNOWN, BadRequest, Conflict, Forbidden,
                      LimitExceeded, NotFound)
@@ -79,6 +80,14 @@ CREATE TABLE IF NOT EXISTS push_times (
     request_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, created_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS push_times_user ON push_times (user_id, created_at);
 """
+
+#: The schema's versions, applied in order at start (database.py, rule 6).
+#: Version 1 is the schema of 0.1.0 plus the limits' tables; its
+#: CREATE ... IF NOT EXISTS also brings a database made before versions
+#: were recorded up to date.  A later change is a new (2, DDL) entry.
+MIGRATIONS: Tuple[Migration, ...] = (
+    (1, SCHEMA),
+)
 
 #: Seconds a nonce is remembered; must cover the OAuth timestamp window.
 NONCE_MEMORY_SECONDS = 900
@@ -157,56 +166,56 @@ def _phone_view(row) -> dict:
 
 
 class Store:
-    """All state of the server, in one SQLite database (a path or ``":memory:"``)."""
+    """All state of the server, in one database: an SQLite path (or ``":memory:"``)
+    or a ``postgresql://`` URL (see :mod:`.database`)."""
 
     def __init__(self, path: str, clock: Callable[[], float] = time.time,
                  limits: Optional[Limits] = None,
                  log: Callable[[str], None] = lambda line: None):
-        self.path = str(path)
+        self.path = str(path)  # may hold a password: never log it (database.redact)
         self.clock = clock
         self.limits = limits or Limits()
         self.log = log  # security events (a lockout, a refused push): the server's log
-        self._lock = threading.RLock()
-        self._changed = threading.Condition()
-        self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        with self._lock:
-            self._db.executescript(SCHEMA)
+        self._backend = open_database(self.path)
+        try:
+            self._backend.migrate(MIGRATIONS)
+        except BaseException:
+            self._backend.close()
+            raise
+
+    @property
+    def backend(self) -> str:
+        """"sqlite" or "postgresql"."""
+        return self._backend.kind
+
+    @property
+    def poll_interval(self) -> float:
+        """How often a long poll re-reads though nothing signalled a change."""
+        return self._backend.poll_interval
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._backend.close()
 
     @contextmanager
-    def _tx(self, write: bool = True, quiet: bool = False):
-        # BEGIN IMMEDIATE takes the write lock up front: a read that later
-        # writes would otherwise fail with SQLITE_BUSY under concurrency.
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        # Wakes long polls; bookkeeping writes (nonces, faults) pass quiet=True
-        # so that fifty polling clients do not wake each other for nothing.
-        if write and not quiet:
-            with self._changed:
-                self._changed.notify_all()
+    def _tx(self, write: bool = True, quiet: bool = False) -> Iterator[Any]:
+        # Bookkeeping writes (nonces, faults) pass quiet=True so that fifty
+        # polling clients do not wake each other for nothing.
+        with self._backend.transaction(write=write, notify=not quiet) as db:
+            yield db
 
-    def wait_for_change(self, timeout: float) -> None:
-        """Sleep until this process writes something, or ``timeout`` passes.
+    def change_mark(self) -> int:
+        """Take before reading; wait_for_change(timeout, mark) then returns at
+        once if something changed since (the read may have missed it)."""
+        return self._backend.change_mark()
 
-        Writes from other processes are not signalled; waiters re-read at
-        short intervals for those.
+    def wait_for_change(self, timeout: float, since: Optional[int] = None) -> None:
+        """Sleep until a write is committed, or ``timeout`` passes.
+
+        Writes in this process wake the waiter at once; on PostgreSQL, writes
+        by every other instance and process too (LISTEN/NOTIFY).  On SQLite,
+        waiters re-read every ``poll_interval`` for other processes' writes.
         """
-        with self._changed:
-            self._changed.wait(max(0.0, timeout))
+        self._backend.wait_for_change(timeout, since)
 
     # -- requesters and OAuth ------------------------------------------------
 
@@ -223,7 +232,7 @@ class Store:
             rows = db.execute("SELECT name, key FROM requesters ORDER BY rowid").fetchall()
         return [dict(row) for row in rows]
 
-    def requester_by_key(self, key: str) -> Optional[sqlite3.Row]:
+    def requester_by_key(self, key: str) -> Any:
         with self._tx(write=False) as db:
             return db.execute("SELECT * FROM requesters WHERE key = ?", (key,)).fetchone()
 
@@ -387,10 +396,10 @@ class Store:
             row = db.execute("SELECT pending FROM pairings WHERE id = ?", (pairing_id,)).fetchone()
             if row is None:
                 raise NotFound(f"No such pairing: {pairing_id}")
-            if not row["pending"]:
+            answered = db.execute("UPDATE pairings SET pending = 0, enabled = ?"
+                                  " WHERE id = ? AND pending = 1", (int(accept), pairing_id))
+            if not row["pending"] or answered.rowcount != 1:
                 raise Conflict(f"Pairing {pairing_id} is not pending")
-            db.execute("UPDATE pairings SET pending = 0, enabled = ? WHERE id = ?",
-                       (int(accept), pairing_id))
 
     def deactivate_pairings(self, user_name: str) -> int:
         """The user deletes the pairing in the phone app; returns how many."""
@@ -414,8 +423,9 @@ class Store:
         if answer not in PAIRING_RULE_ANSWERS:
             raise BadRequest(f"pairing rule answer must be one of {', '.join(PAIRING_RULE_ANSWERS)}")
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO pairing_rules VALUES (?, ?, ?)",
-                       (user_name, answer, float(delay)))
+            db.execute("INSERT INTO pairing_rules (user_name, answer, delay) VALUES (?, ?, ?)"
+                       " ON CONFLICT (user_name) DO UPDATE SET answer = excluded.answer,"
+                       " delay = excluded.delay", (user_name, answer, float(delay)))
 
     def clear_pairing_rule(self, user_name: str) -> None:
         with self._tx() as db:
@@ -673,19 +683,24 @@ class Store:
                              (request_id,)).fetchone()
             if row is None:
                 raise NotFound(f"No such authentication request: {request_id}")
-            if not row["pending"]:
+            # Conditional: answered once, whichever instance or process answers.
+            answered = db.execute(
+                "UPDATE auth_requests SET pending = 0, granted = ?, automated = ?,"
+                " reason = ?, reason_code = ? WHERE id = ? AND pending = 1",
+                (int(granted), int(automated), reason,
+                 REASON_RULE if automated else REASON_USER, request_id))
+            if not row["pending"] or answered.rowcount != 1:
                 raise Conflict(f"Authentication request {request_id} is not pending")
-            db.execute("UPDATE auth_requests SET pending = 0, granted = ?, automated = ?,"
-                       " reason = ?, reason_code = ? WHERE id = ?",
-                       (int(granted), int(automated), reason,
-                        REASON_RULE if automated else REASON_USER, request_id))
 
     def set_rule(self, user_name: str, answer: str, delay: float = 0.0,
                  automated: bool = False) -> None:
         if answer not in RULE_ANSWERS:
             raise BadRequest(f"rule answer must be one of {', '.join(RULE_ANSWERS)}")
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO auth_rules VALUES (?, ?, ?, ?)",
+            db.execute("INSERT INTO auth_rules (user_name, answer, delay, automated)"
+                       " VALUES (?, ?, ?, ?) ON CONFLICT (user_name) DO UPDATE SET"
+                       " answer = excluded.answer, delay = excluded.delay,"
+                       " automated = excluded.automated",
                        (user_name, answer, float(delay), int(automated)))
 
     def clear_rule(self, user_name: str) -> None:
