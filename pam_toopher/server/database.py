@@ -220,7 +220,7 @@ class Backend:
             finally:
                 self._local.current = None
         if write and notify:
-            self.changes.bump()
+            self._after_commit()
 
     def change_mark(self) -> int:
         return self.changes.mark()
@@ -233,6 +233,10 @@ class Backend:
 
     def _notify_others(self, connection) -> None:
         """Inside the committing transaction: tell other processes (if the backend can)."""
+
+    def _after_commit(self) -> None:
+        """After a committed write that may end a wait: wake this process's waiters."""
+        self.changes.bump()
 
     def migrate(self, migrations: Sequence[Migration]) -> int:  # pragma: no cover
         raise NotImplementedError
@@ -473,6 +477,13 @@ class PostgresBackend(Backend):
     def _notify_others(self, connection) -> None:
         # Delivered at COMMIT, to every instance's listener (this one's too).
         connection.execute("SELECT pg_notify(?, '')", (CHANGE_CHANNEL,))
+
+    def _after_commit(self) -> None:
+        # This process's waiters wake through the listener like every other
+        # instance's (a millisecond later): a local wake-up as well would
+        # make each of them re-read twice per write.
+        if self._listener is None:
+            self.changes.bump()  # no listener yet: nobody waits, but keep marks moving
 
     def wait_for_change(self, timeout: float, since: Optional[int] = None) -> None:
         self._start_listener()

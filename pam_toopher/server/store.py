@@ -198,8 +198,11 @@ class Store:
 
     @contextmanager
     def _tx(self, write: bool = True, quiet: bool = False) -> Iterator[Any]:
-        # Bookkeeping writes (nonces, faults) pass quiet=True so that fifty
-        # polling clients do not wake each other for nothing.
+        # A write wakes every long poll of every instance, and each re-reads
+        # its object: writes that cannot end a wait -- nonces, faults, new
+        # objects nobody waits on yet, rules applied at their due time, which
+        # a waiter wakes for by itself (request_wake_at) -- pass quiet=True,
+        # so that many waiting clients do not wake each other for nothing.
         with self._backend.transaction(write=write, notify=not quiet) as db:
             yield db
 
@@ -329,7 +332,8 @@ class Store:
                        phrase: Optional[str] = None) -> dict:
         """A pending pairing; ``via`` is "phrase" (needs a phone phrase), "sms" or "qr"."""
         pairing_id = _new_id()
-        with self._tx() as db:
+        # A new pairing: nobody waits on it yet, so no wake-up (see _tx).
+        with self._tx(quiet=True) as db:
             if via == "phrase":
                 used = db.execute("UPDATE phrases SET used = 1 WHERE phrase = ? AND used = 0",
                                   ((phrase or "").strip().lower(),))
@@ -361,7 +365,8 @@ class Store:
             row = db.execute(query, (object_id,)).fetchone()
         if row is not None and row["pending"] and row["auto_at"] is not None \
                 and row["auto_at"] <= self.clock():
-            with self._tx() as db:
+            # Quiet: the waiter on this object is the reader; others wake at auto_at.
+            with self._tx(quiet=True) as db:
                 settle(db, object_id)
                 row = db.execute(query, (object_id,)).fetchone()
         return row
@@ -384,7 +389,8 @@ class Store:
         return row["auto_at"] if row is not None and row["pending"] else None
 
     def pending_pairings(self, user_name: Optional[str] = None) -> List[dict]:
-        with self._tx() as db:
+        # Settling due rules wakes nobody: a waiter wakes at its rule's time itself.
+        with self._tx(quiet=True) as db:
             self._settle_pairings(db)
             rows = db.execute(_PAIRING_SELECT + " WHERE p.pending = 1 AND (? IS NULL OR u.name = ?)"
                               " ORDER BY p.seq", (user_name, user_name)).fetchall()
@@ -484,7 +490,8 @@ class Store:
                  otp: Optional[str] = None) -> dict:
         """Create an authentication request, by pairing id or (zero-storage) by user name."""
         request_id = _new_id()
-        with self._tx() as db:
+        # A new request: nobody waits on it yet, so no wake-up (see _tx).
+        with self._tx(quiet=True) as db:
             if pairing_id is not None:
                 pairing = self._owned(db.execute("SELECT * FROM pairings WHERE id = ?",
                                                  (pairing_id,)).fetchone(), requester_id, "pairing")
@@ -669,7 +676,8 @@ class Store:
         return row["auto_at"] if row is not None and row["pending"] else None
 
     def pending_requests(self, user_name: Optional[str] = None) -> List[dict]:
-        with self._tx() as db:
+        # Settling due rules wakes nobody: a waiter wakes at its rule's time itself.
+        with self._tx(quiet=True) as db:
             self._settle_requests(db)
             rows = db.execute(_REQUEST_SELECT + " WHERE r.pending = 1 AND (? IS NULL OR u.name = ?)"
                               " ORDER BY r.seq", (user_name, user_name)).fetchall()

@@ -195,6 +195,12 @@ class RunningServer:
         self.returncode = process.returncode
         process.stdout.close()
 
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no cleanup, connections cut mid-answer)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+        self.stop()
+
     def restart(self) -> None:
         """Stop and start again on the same port and database."""
         self.stop()
