@@ -33,6 +33,10 @@ SUPERUSER = "postgres"
 UNPRIVILEGED_USER = "nobody"
 
 
+def database_name(url: str) -> str:
+    return urllib.parse.urlsplit(url).path.lstrip("/")
+
+
 def available() -> bool:
     return (PG_BIN / "initdb").exists() and (PG_BIN / "pg_ctl").exists()
 
@@ -101,7 +105,7 @@ class PostgresCluster:
         return self.url(name)
 
     def drop_database(self, url: str) -> None:
-        name = urllib.parse.urlsplit(url).path.lstrip("/")
+        name = database_name(url)
         self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def log(self) -> str:

@@ -33,7 +33,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import requests
 from requests_oauthlib import OAuth1
@@ -56,6 +57,22 @@ def default_database() -> str:
     if backend not in ("sqlite", "postgresql"):
         raise RuntimeError(f"{DATABASE_ENV} must be sqlite or postgresql, not {backend!r}")
     return backend
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    """A throwaway database for an in-process Store: ":memory:", or a fresh
+    PostgreSQL database under TOOPHER_TEST_DATABASE=postgresql."""
+    if default_database() != "postgresql":
+        yield ":memory:"
+        return
+    from tests.support.postgres import cluster
+
+    url = cluster().create_database()
+    try:
+        yield url
+    finally:
+        cluster().drop_database(url)
 
 
 def server_command(*args: str) -> list:
