@@ -45,8 +45,11 @@ porting older code is mechanical):
    statement says what is meant and survives a weaker lock.
 5. Write in a write transaction (the default ``self._tx()``); a
    ``write=False`` transaction is READ ONLY on PostgreSQL and a write in it
-   fails there.  Pass ``quiet=True`` for bookkeeping writes that must not
-   wake long polls.  Nested ``self._tx()`` calls join the outer one.
+   fails there.  Pass ``quiet=True`` for writes that cannot end a long poll's
+   wait (store.py's ``_tx`` says which).  ``exclusive=False`` skips the
+   write lock on PostgreSQL: only for a method whose every statement stands
+   alone (no read it depends on; rule 4), as recording a nonce.  Nested
+   ``self._tx()`` calls join the outer one.
 6. Schema changes are a new entry at the end of ``MIGRATIONS`` in store.py,
    never an edit of an applied one.  Write the DDL in SQLite's dialect with
    the types TEXT, INTEGER, REAL, BLOB and ``INTEGER PRIMARY KEY
@@ -204,19 +207,18 @@ class Backend:
         self._local = threading.local()
 
     @contextmanager
-    def transaction(self, write: bool = True, notify: bool = True) -> Iterator[Any]:
+    def transaction(self, write: bool = True, notify: bool = True,
+                    exclusive: bool = True) -> Iterator[Any]:
         outer = getattr(self._local, "current", None)
         if outer is not None:  # rule 5: a nested transaction joins the outer one
             if write and not outer[1]:
                 raise RuntimeError("a write transaction inside a read-only one")
             yield outer[0]
             return
-        with self._begin(write) as connection:
+        with self._begin(write, write and notify, exclusive) as connection:
             self._local.current = (connection, write)
             try:
                 yield connection
-                if write and notify:
-                    self._notify_others(connection)
             finally:
                 self._local.current = None
         if write and notify:
@@ -228,11 +230,9 @@ class Backend:
     def wait_for_change(self, timeout: float, since: Optional[int] = None) -> None:
         self.changes.wait(timeout, since)
 
-    def _begin(self, write: bool):  # pragma: no cover - abstract
+    def _begin(self, write: bool, notify: bool, exclusive: bool):  # pragma: no cover
+        """A transaction; ``notify``: tell other processes at commit (if the backend can)."""
         raise NotImplementedError
-
-    def _notify_others(self, connection) -> None:
-        """Inside the committing transaction: tell other processes (if the backend can)."""
 
     def _after_commit(self) -> None:
         """After a committed write that may end a wait: wake this process's waiters."""
@@ -279,9 +279,10 @@ class SqliteBackend(Backend):
         self._db.execute("PRAGMA synchronous = NORMAL")
 
     @contextmanager
-    def _begin(self, write: bool) -> Iterator[Any]:
-        # BEGIN IMMEDIATE takes the write lock up front: a read that later
-        # writes would otherwise fail with SQLITE_BUSY under concurrency.
+    def _begin(self, write: bool, notify: bool, exclusive: bool) -> Iterator[Any]:
+        # Every write is exclusive on SQLite.  BEGIN IMMEDIATE takes the write
+        # lock up front: a read that later writes would otherwise fail with
+        # SQLITE_BUSY under concurrency.
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
@@ -451,15 +452,18 @@ class PostgresBackend(Backend):
         self._slots.release()
 
     @contextmanager
-    def _begin(self, write: bool) -> Iterator[Any]:
+    def _begin(self, write: bool, notify: bool, exclusive: bool) -> Iterator[Any]:
         connection = self._acquire()
         healthy = False
         try:
-            connection.execute("BEGIN" if write else "BEGIN READ ONLY")
-            if write:
+            if not write:
+                connection.execute("BEGIN READ ONLY")
+            elif exclusive:
                 # Every write transaction, on every instance, one at a time:
-                # SQLite's BEGIN IMMEDIATE (rule 4 and the module docstring).
-                connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+                # SQLite's BEGIN IMMEDIATE.  (One round trip for both.)
+                connection.execute("BEGIN; SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+            else:
+                connection.execute("BEGIN")
             try:
                 yield _PostgresConnection(connection)
             except BaseException:
@@ -469,14 +473,14 @@ class PostgresBackend(Backend):
                 except self._psycopg.Error:
                     pass  # a lost connection: the server rolled it back; drop it
                 raise
-            connection.execute("COMMIT")
+            if notify:
+                # Delivered at COMMIT, to every instance's listener (this one's too).
+                connection.execute("SELECT pg_notify(%s, ''); COMMIT", (CHANGE_CHANNEL,))
+            else:
+                connection.execute("COMMIT")
             healthy = True
         finally:
             self._release(connection, healthy and not connection.broken)
-
-    def _notify_others(self, connection) -> None:
-        # Delivered at COMMIT, to every instance's listener (this one's too).
-        connection.execute("SELECT pg_notify(?, '')", (CHANGE_CHANNEL,))
 
     def _after_commit(self) -> None:
         # This process's waiters wake through the listener like every other

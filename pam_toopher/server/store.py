@@ -197,13 +197,16 @@ class Store:
         self._backend.close()
 
     @contextmanager
-    def _tx(self, write: bool = True, quiet: bool = False) -> Iterator[Any]:
+    def _tx(self, write: bool = True, quiet: bool = False,
+            exclusive: bool = True) -> Iterator[Any]:
         # A write wakes every long poll of every instance, and each re-reads
         # its object: writes that cannot end a wait -- nonces, faults, new
         # objects nobody waits on yet, rules applied at their due time, which
         # a waiter wakes for by itself (request_wake_at) -- pass quiet=True,
         # so that many waiting clients do not wake each other for nothing.
-        with self._backend.transaction(write=write, notify=not quiet) as db:
+        # exclusive=False: see database.py, rule 5.
+        with self._backend.transaction(write=write, notify=not quiet,
+                                       exclusive=exclusive) as db:
             yield db
 
     def change_mark(self) -> int:
@@ -247,7 +250,8 @@ class Store:
     def use_nonce(self, key: str, nonce: str) -> bool:
         """Record a nonce of a verified request; False if it was used before."""
         now = self.clock()
-        with self._tx(quiet=True) as db:
+        # Two statements that each stand alone: no write lock needed.
+        with self._tx(quiet=True, exclusive=False) as db:
             db.execute("DELETE FROM nonces WHERE ts < ?", (now - NONCE_MEMORY_SECONDS,))
             cursor = db.execute("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", (key, nonce, now))
             return cursor.rowcount == 1

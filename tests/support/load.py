@@ -50,6 +50,7 @@ class Login:
 class Report:
     logins: List[Login]
     started: float
+    initiated: float  # when the last initiate was answered
     finished: float
     approvals: Dict[str, float]  # request id -> auto_at (the rule's answer)
 
@@ -60,6 +61,11 @@ class Report:
     @property
     def per_second(self) -> float:
         return len(self.logins) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def initiates_per_second(self) -> float:
+        spent = self.initiated - self.started
+        return len(self.logins) / spent if spent > 0 else 0.0
 
     @property
     def failed_over(self) -> int:
@@ -191,6 +197,7 @@ def run_logins(urls: Sequence[str], key: str, secret: str, users: Sequence[Tuple
     began = time.time()
     for _ in logins:
         initiated.acquire(timeout=60)
+    all_initiated = time.time()
     if kill is not None:
         time.sleep(kill[0])
         kill[1]()
@@ -202,4 +209,4 @@ def run_logins(urls: Sequence[str], key: str, secret: str, users: Sequence[Tuple
         for row in db.execute("SELECT id, auto_at FROM auth_requests WHERE auto_at IS NOT NULL"
                               ).fetchall():
             approvals[row[0]] = row[1]
-    return Report(logins, began, finished, approvals)
+    return Report(logins, began, all_initiated, finished, approvals)
