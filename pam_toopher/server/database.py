@@ -86,10 +86,12 @@ MIGRATION_LOCK_KEY = WRITE_LOCK_KEY + 1
 POSTGRES_POOL_SIZE = 10
 #: How often a long poll re-reads although nothing signalled a change.
 #: SQLite cannot signal other processes (the phone command, a second server
-#: on the file); PostgreSQL's notifications reach every instance, and the
-#: re-read only covers a listener that is reconnecting.
+#: on the file).  PostgreSQL delivers every committed notification to every
+#: listening session, and a listener that reconnects wakes all waiters; the
+#: re-read is only a backstop, and a costly one: 500 waiting logins
+#: re-reading each second kept a busy 2-core machine's instance saturated.
 SQLITE_POLL_INTERVAL = 0.05
-POSTGRES_POLL_INTERVAL = 1.0
+POSTGRES_POLL_INTERVAL = 10.0
 #: Seconds to wait for a SQLite write lock held by another process.
 SQLITE_BUSY_TIMEOUT = 10
 
@@ -275,8 +277,22 @@ class SqliteBackend(Backend):
                                    check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT * 1000}")
-        self._db.execute("PRAGMA journal_mode = WAL")
+        self._set_wal()
         self._db.execute("PRAGMA synchronous = NORMAL")
+
+    def _set_wal(self) -> None:
+        # Switching a new file to WAL takes an exclusive lock, and SQLite can
+        # answer "database is locked" at once, without the busy timeout,
+        # while another process opens the same new file.
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @contextmanager
     def _begin(self, write: bool, notify: bool, exclusive: bool) -> Iterator[Any]:

@@ -369,8 +369,10 @@ class Store:
             row = db.execute(query, (object_id,)).fetchone()
         if row is not None and row["pending"] and row["auto_at"] is not None \
                 and row["auto_at"] <= self.clock():
-            # Quiet: the waiter on this object is the reader; others wake at auto_at.
-            with self._tx(quiet=True) as db:
+            # Quiet: the waiter on this object is the reader; others wake at
+            # auto_at.  Not exclusive: the settling UPDATE is conditional and
+            # stands alone, so due answers do not queue behind other writes.
+            with self._tx(quiet=True, exclusive=False) as db:
                 settle(db, object_id)
                 row = db.execute(query, (object_id,)).fetchone()
         return row
@@ -582,8 +584,8 @@ class Store:
         locked = self._claim_otp_guess(db, pairing)
         if locked is not None:
             db.execute("UPDATE auth_requests SET pending = 0, granted = 0, automated = 0,"
-                       " reason = 'too many wrong codes', reason_code = ? WHERE id = ?",
-                       (REASON_OTP_LOCKED, request_id))
+                       " reason = 'too many wrong codes', reason_code = ? WHERE id = ?"
+                       " AND pending = 1", (REASON_OTP_LOCKED, request_id))
             return locked
         step = totp.matching_step(pairing["totp_secret"], code, self.clock())
         if step is not None:
@@ -598,10 +600,15 @@ class Store:
                        " WHERE pairing_id = ?", (pairing["id"],))
         else:
             self._lock_if_exhausted(db, pairing)
-        db.execute("UPDATE auth_requests SET pending = 0, granted = ?, automated = 0, reason = ?,"
-                   " reason_code = ? WHERE id = ?",
-                   (int(granted), "valid otp" if granted else "invalid otp",
-                    REASON_OTP_VALID if granted else REASON_OTP_INVALID, request_id))
+        # Conditional: a rule's answer applied meanwhile (that takes no write
+        # lock) stays the answer, and this whole transaction is undone.
+        answered = db.execute(
+            "UPDATE auth_requests SET pending = 0, granted = ?, automated = 0, reason = ?,"
+            " reason_code = ? WHERE id = ? AND pending = 1",
+            (int(granted), "valid otp" if granted else "invalid otp",
+             REASON_OTP_VALID if granted else REASON_OTP_INVALID, request_id))
+        if answered.rowcount != 1:
+            raise BadRequest("Authentication request is no longer pending")
         return None
 
     def _claim_otp_guess(self, db, pairing) -> Optional[LimitExceeded]:

@@ -30,7 +30,7 @@ from pam_toopher.server.store import Store
 TERMINAL = "load-host"
 LONG_POLL = "10"
 #: Per HTTP call; a long poll answers within LONG_POLL seconds.
-CALL_TIMEOUT = (3.0, 15.0)
+CALL_TIMEOUT = (3.0, 25.0)
 
 
 @dataclass
