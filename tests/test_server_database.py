@@ -13,8 +13,9 @@ from pam_toopher.server.database import (StorageError, ddl_statements, postgres_
                                          postgres_sql, redact, scrub)
 from pam_toopher.server.store import MIGRATIONS, Store
 from tests.support import postgres
-from tests.support.server import REPO_ROOT, SignedClient, server_command, server_env
-from tests.test_server_api import ok
+from tests.support.server import (REPO_ROOT, RunningServer, SignedClient, server_command,
+                                  server_env)
+from tests.test_server_api import ok, paired_with_terminal
 
 # -- translation (pure) ----------------------------------------------------------------
 
@@ -199,3 +200,38 @@ def test_a_database_file_must_hold_one_line(tmp_path):
     assert (failed.returncode, failed.stderr) == (
         1, f"toopher-server: error: the database file {empty} must hold one line: a path or a"
            " postgresql:// URL\n")
+
+
+# -- backup and restore, as docs/server.md says ----------------------------------------
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_backup_while_serving_and_restore(tmp_path, backend):
+    with RunningServer(database=backend) as server:
+        api = server.client()
+        pairing = paired_with_terminal(server, api, "backup-user")
+        if backend == "sqlite":
+            backups = [tmp_path / "backup.db", tmp_path / "vacuumed.db"]
+            for command in (f".backup '{backups[0]}'", f"VACUUM INTO '{backups[1]}'"):
+                subprocess.run(["sqlite3", server.db_path, command], check=True, timeout=60)
+        else:
+            dump = tmp_path / "toopher.dump"
+            subprocess.run([str(postgres.PG_BIN / "pg_dump"), "--format=custom",
+                            f"--file={dump}", server.db_path], check=True, timeout=60)
+            backups = [postgres.cluster().create_database()]
+            subprocess.run([str(postgres.PG_BIN / "pg_restore"), "--no-owner",
+                            f"--dbname={backups[0]}", str(dump)], check=True, timeout=60)
+        server.phone.delete_pairing("backup-user")  # after the backup: not in it
+        api.close()
+        key = server.key
+    for backup in backups:
+        restored = Store(str(backup))
+        try:
+            requester = restored.requester_by_key(key)
+            assert restored.get_pairing(requester["id"], pairing["id"])["enabled"] is True
+            request = restored.initiate(requester["id"], user_name="backup-user",
+                                        terminal_id="host1")
+            assert request["pending"] is True
+        finally:
+            restored.close()
+    if backend == "postgresql":
+        postgres.cluster().drop_database(backups[0])
