@@ -26,12 +26,18 @@ porting older code is mechanical):
 
 1. All SQL goes through ``with self._tx() as db: db.execute(SQL, ARGS)``;
    placeholders are ``?`` only (translated to psycopg's ``%s``; a literal
-   ``%`` in SQL is fine).  Pass values as parameters, never formatted in.
-2. Booleans are INTEGER 0/1 columns: compare ``= 1`` / ``= 0``, read with
-   ``bool(row["x"])``.  Python ``bool`` arguments are sent as 0/1 by both.
-   Times are REAL seconds from ``self.clock()``, passed as parameters (no
+   ``%`` in SQL is fine, a ``?`` inside a string literal is not).  Pass
+   values as parameters, never formatted in.  Only ``execute`` exists (no
+   ``executescript``, ``lastrowid``): make ids in Python (``_new_id()``) or
+   use ``RETURNING``, which both accept.
+2. Pass values of the column's type: PostgreSQL refuses what SQLite would
+   store anyway (a word in an INTEGER column).  Booleans are INTEGER 0/1
+   columns: compare ``= 1`` / ``= 0``, read with ``bool(row["x"])``;
+   Python ``bool`` arguments are sent as 0/1 by both.  Times are REAL
+   seconds from ``self.clock()``, passed as parameters (no
    ``datetime('now')``, ``strftime`` or other SQLite-only functions; use
-   COALESCE, not IFNULL).
+   COALESCE, not IFNULL; ``LIKE`` ignores ASCII case on SQLite only, so
+   compare with ``=``).
 3. ``INSERT OR IGNORE INTO t …`` is accepted (rewritten as ``INSERT … ON
    CONFLICT DO NOTHING``); ``INSERT OR REPLACE`` is not: write
    ``INSERT INTO t (…) VALUES (…) ON CONFLICT (key) DO UPDATE SET
@@ -56,7 +62,11 @@ porting older code is mechanical):
    AUTOINCREMENT``; :func:`postgres_ddl` translates it (BIGINT, DOUBLE
    PRECISION, BYTEA, BIGSERIAL) and gives each PostgreSQL table a
    ``rowid BIGSERIAL`` column, so ``ORDER BY rowid`` (insertion order)
-   works on both.  Use ``rowid`` for nothing else.
+   works on both.  Use ``rowid`` for nothing else.  ``ALTER TABLE t ADD
+   COLUMN c TYPE`` works on both; ``WITHOUT ROWID``, ``STRICT`` and
+   ``COLLATE NOCASE`` are SQLite's only.  tests/test_server_database.py
+   and a second run of the server tests on PostgreSQL (tools/test) check
+   a new method on both backends.
 """
 import re
 import select
