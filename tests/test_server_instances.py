@@ -201,3 +201,44 @@ def test_a_long_poll_wakes_within_100_ms_of_an_answer_elsewhere(instances, name,
     assert max(delays) < WAKE_BOUND, delays
     api_first.close()
     api_second.close()
+
+
+def test_instances_reconnect_when_the_database_cuts_their_connections(instances, name):
+    """As after a database restart or failover: every pooled and listening
+    connection of both instances is terminated; no request fails for it, and
+    long polls still wake across instances once the listener is back."""
+    import psycopg
+
+    first, second = instances
+    api_first, api_second = first.client(), second.client(first.key, first.secret)
+    users = [f"{name}-{index}" for index in range(2)]
+    for user in users:
+        paired_with_terminal(first, api_first, user)
+    with psycopg.connect(first.db_path, autocommit=True) as admin:
+        cut = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                            " WHERE application_name = 'toopher-server'"
+                            " AND datname = current_database() AND pid <> pg_backend_pid()"
+                            ).fetchone()[0]
+    assert cut >= 4  # each instance's pool and listener, and the test's own phone
+    # Every call on an idle connection the server closed begins again on a new one.
+    for api in (api_first, api_second, api_first, api_second):
+        ok(api.get("users", name=users[0]))
+    time.sleep(1.5)  # the listeners reconnect (they retry after 0.5 s)
+    request_id = ok(initiate(api_first, users[1]))["id"]
+    answered = {}
+
+    def answer():
+        time.sleep(0.5)
+        ok(api_second.post(f"authentication_requests/{request_id}/otp_auth",
+                           otp=first.phone.otp(users[1])))
+        answered["at"] = time.monotonic()
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    assert ok(api_first.get(f"authentication_requests/{request_id}", long_poll="10"))["granted"]
+    woke = time.monotonic()
+    thread.join()
+    assert woke - answered["at"] < WAKE_BOUND
+    assert "Traceback" not in first.log() + second.log()
+    api_first.close()
+    api_second.close()

@@ -479,17 +479,27 @@ class PostgresBackend(Backend):
 
     @contextmanager
     def _begin(self, write: bool, notify: bool, exclusive: bool) -> Iterator[Any]:
+        args: Tuple[int, ...] = ()
+        if not write:
+            begin = "BEGIN READ ONLY"
+        elif exclusive:
+            # Every write transaction, on every instance, one at a time:
+            # SQLite's BEGIN IMMEDIATE.  (One round trip for both.)
+            begin, args = "BEGIN; SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,)
+        else:
+            begin = "BEGIN"
         connection = self._acquire()
         healthy = False
         try:
-            if not write:
-                connection.execute("BEGIN READ ONLY")
-            elif exclusive:
-                # Every write transaction, on every instance, one at a time:
-                # SQLite's BEGIN IMMEDIATE.  (One round trip for both.)
-                connection.execute("BEGIN; SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
-            else:
-                connection.execute("BEGIN")
+            try:
+                connection.execute(begin, args)
+            except self._psycopg.OperationalError:
+                # An idle pooled connection the server closed (a restart, a
+                # failover, an idle timeout): nothing was done yet, so begin
+                # once more on a new one rather than fail the request.
+                connection.close()
+                connection = self._connect()
+                connection.execute(begin, args)
             try:
                 yield _PostgresConnection(connection)
             except BaseException:
