@@ -235,3 +235,23 @@ def test_backup_while_serving_and_restore(tmp_path, backend):
             restored.close()
     if backend == "postgresql":
         postgres.cluster().drop_database(backups[0])
+
+
+def test_psycopg_is_needed_only_for_postgresql(tmp_path):
+    """As on a host without python3-psycopg (the package only suggests it)."""
+    def without_psycopg(*args):
+        code = ("import sys; sys.modules['psycopg'] = None\n"
+                "from pam_toopher.server.cli import main\n"
+                f"status = main({list(args)!r})\n"
+                "assert 'psycopg' not in sys.modules or sys.modules['psycopg'] is None\n"
+                "sys.exit(status)")
+        return subprocess.run(["/usr/bin/python3", "-c", code], cwd=REPO_ROOT, env=server_env(),
+                              capture_output=True, text=True, timeout=60)
+
+    sqlite_run = without_psycopg("requester", "create", "r", "--db", str(tmp_path / "t.db"))
+    assert sqlite_run.returncode == 0, sqlite_run.stderr
+    postgres_run = without_psycopg("requester", "list", "--database",
+                                   "postgresql://toopher:pw@127.0.0.1:1/toopher")
+    assert (postgres_run.returncode, postgres_run.stderr) == (
+        1, "toopher-server: error: a postgresql:// database needs psycopg 3: "
+           "apt-get install python3-psycopg\n")

@@ -79,7 +79,6 @@ from functools import lru_cache
 from queue import Empty, LifoQueue
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
-from .errors import ServerError
 
 #: A migration: (version, DDL in SQLite's dialect; see rule 6 above).
 Migration = Tuple[int, str]
@@ -106,8 +105,13 @@ POSTGRES_POLL_INTERVAL = 10.0
 SQLITE_BUSY_TIMEOUT = 10
 
 
-class StorageError(ServerError):
-    """The database cannot be opened or used; the message holds no password."""
+class StorageError(Exception):
+    """The database cannot be opened or used; the message holds no password.
+
+    Not a :class:`~.errors.ServerError`: those are answers to API clients,
+    and an unreachable database is no fault of the request (nor a detail a
+    client should read); the command line reports it as one line.
+    """
 
 
 def is_postgres(target: str) -> bool:
@@ -145,11 +149,11 @@ def open_database(target: str) -> "Backend":
 
 
 def database_errors() -> Tuple[Type[BaseException], ...]:
-    """The driver exception classes loaded so far (for the CLI's one-line errors)."""
+    """Ours and the drivers' exception classes loaded so far (for the CLI's one-line errors)."""
     import sys
 
     psycopg = sys.modules.get("psycopg")
-    return (sqlite3.Error,) + ((psycopg.Error,) if psycopg is not None else ())
+    return (StorageError, sqlite3.Error) + ((psycopg.Error,) if psycopg is not None else ())
 
 
 # -- DDL --------------------------------------------------------------------------
