@@ -32,8 +32,8 @@ import signal
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import requests
