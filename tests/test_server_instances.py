@@ -242,3 +242,39 @@ def test_instances_reconnect_when_the_database_cuts_their_connections(instances,
     assert "Traceback" not in first.log() + second.log()
     api_first.close()
     api_second.close()
+
+
+def test_a_stuck_transaction_holds_the_write_lock_for_5_s_at_most(instances, name):
+    """An instance stopped mid-write (SIGSTOP, a cut-off network) keeps its
+    transaction, and with it the write lock, open; the database ends it after
+    5 s idle, and the other instances' writes, which waited, go on."""
+    import psycopg
+
+    first, second = instances
+    api = second.client(first.key, first.secret)
+    paired_with_terminal(first, first.client(), name)
+    stuck = Store(first.db_path)  # the Store's own sessions and settings
+    holding, outcome = threading.Event(), {}
+
+    def hold_the_lock():
+        try:
+            with stuck._tx() as db:
+                db.execute("SELECT 1")
+                holding.set()
+                time.sleep(8)  # idle in transaction, holding the lock
+                db.execute("SELECT 1")
+        except psycopg.OperationalError as failure:
+            outcome["error"] = failure
+
+    thread = threading.Thread(target=hold_the_lock)
+    thread.start()
+    assert holding.wait(10)
+    started = time.monotonic()
+    response = initiate(api, name)  # a write: waits for the lock
+    waited = time.monotonic() - started
+    thread.join()
+    stuck.close()
+    assert response.status_code == 200, response.text
+    assert 3 < waited < 7, waited
+    assert "idle-in-transaction timeout" in str(outcome.get("error")), outcome
+    api.close()

@@ -103,6 +103,16 @@ SQLITE_POLL_INTERVAL = 0.05
 POSTGRES_POLL_INTERVAL = 10.0
 #: Seconds to wait for a SQLite write lock held by another process.
 SQLITE_BUSY_TIMEOUT = 10
+#: Every wait on PostgreSQL is bounded.  A transaction of the Store takes
+#: milliseconds; one idle for seconds belongs to a stopped or cut-off
+#: instance, and as it may hold the write lock, the server ends it.
+POSTGRES_SESSION_SETTINGS = (
+    ("idle_in_transaction_session_timeout", "5s"),  # frees a stuck holder's lock
+    ("lock_timeout", "20s"),       # a writer waiting longer gives up (the request fails)
+    ("statement_timeout", "20s"),
+)
+#: Seconds to connect, unless the URL says (connect_timeout=...).
+POSTGRES_CONNECT_TIMEOUT = 10
 
 
 class StorageError(Exception):
@@ -453,9 +463,16 @@ class PostgresBackend(Backend):
     def _connect(self):
         psycopg = self._psycopg
         try:
-            return psycopg.connect(self.target, autocommit=True, row_factory=_row_factory,
-                                   cursor_factory=psycopg.ClientCursor,
-                                   application_name="toopher-server")
+            extra = {}
+            if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(self.target):
+                extra["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT
+            connection = psycopg.connect(self.target, autocommit=True,
+                                         row_factory=_row_factory,
+                                         cursor_factory=psycopg.ClientCursor,
+                                         application_name="toopher-server", **extra)
+            for name, value in POSTGRES_SESSION_SETTINGS:
+                connection.execute(f"SET {name} = '{value}'")
+            return connection
         except psycopg.Error as error:
             raise StorageError(f"cannot connect to {redact(self.target)}: "
                                f"{scrub(str(error).strip(), self.target)}") from None
