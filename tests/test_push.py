@@ -483,11 +483,19 @@ def test_the_page_subscribes_and_the_service_worker_shows_the_pushed_request(web
     assert message.problems == []
     assert message.json() == {"kind": "request", "id": request_id}
     phone.driver.execute_cdp_cmd("ServiceWorker.enable", {})
-    # The first service worker registration of a fresh profile has id 0.
-    phone.driver.execute_cdp_cmd("ServiceWorker.deliverPushMessage", {
-        "origin": origin, "registrationId": "0", "data": message.payload.decode()})
-    shown = phone.wait(lambda: phone.driver.execute_async_script(GET_NOTIFICATIONS),
-                       "the notification")
+    # The first service worker registration of a fresh profile has id 0.  On a
+    # busy machine a message delivered while the worker is still starting can
+    # be lost, so it is delivered again (same tag: one notification) a few times.
+    for attempt in range(3):
+        phone.driver.execute_cdp_cmd("ServiceWorker.deliverPushMessage", {
+            "origin": origin, "registrationId": "0", "data": message.payload.decode()})
+        try:
+            shown = phone.wait(lambda: phone.driver.execute_async_script(GET_NOTIFICATIONS),
+                               "the notification")
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     assert shown == [{"title": "Approve a login on db-2?", "body": "sudo: /usr/bin/id",
                       "tag": f"request-{request_id}"}]
 

@@ -81,7 +81,7 @@ def test_fault_command(server):
 
 
 @pytest.mark.parametrize("args, status, message", [
-    (("phone", "list"), 2, "--db PATH is required"),
+    (("phone", "list"), 2, "--db PATH or --database URL is required"),
     ((), 2, "required: command"),
     (("fly",), 2, "invalid choice: 'fly'"),
     (("requester", "create", "x", "--db", "/nonexistent/dir/t.db"), 1,

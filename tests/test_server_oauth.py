@@ -15,7 +15,7 @@ from requests_oauthlib import OAuth1
 from pam_toopher.server.app import Api
 from pam_toopher.server.store import Store
 from tests.support.oauth_check import rfc5849_authorization
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, scratch_database
 
 KEY, SECRET = "dpf43f3p2l4k3l03", "kd94hf93k423kf44"
 NONCE, TIMESTAMP = "kllo9940pd9333jh", "1191242096"
@@ -47,10 +47,11 @@ def test_oauthlib_client_gives_the_check_value():
 @pytest.fixture
 def check_api():
     """An in-process Api whose clock stands at the check value's timestamp."""
-    store = Store(":memory:")
-    store.create_requester("check value", KEY, SECRET)
-    yield Api(store, clock=lambda: float(TIMESTAMP))
-    store.close()
+    with scratch_database() as target:  # PostgreSQL under TOOPHER_TEST_DATABASE
+        store = Store(target)
+        store.create_requester("check value", KEY, SECRET)
+        yield Api(store, clock=lambda: float(TIMESTAMP))
+        store.close()
 
 
 def _send(api, authorization, body=BODY, host="127.0.0.1:8765",

@@ -10,6 +10,7 @@ from pam_toopher.server.app import Api, Params
 from pam_toopher.server.errors import BadRequest, Conflict, NotFound
 from pam_toopher.server.phone import Phone
 from pam_toopher.server.store import Store
+from tests.support.server import scratch_database
 
 RFC_SECRET = base64.b32encode(b"12345678901234567890").decode()
 
@@ -44,15 +45,16 @@ class Clock:
 def world():
     """A store with a requester whose user 'alice' is paired and has terminal 'h1'."""
     clock = Clock()
-    store = Store(":memory:", clock=clock)
-    key, _ = store.create_requester("r")
-    requester_id = store.requester_by_key(key)["id"]
-    phone = Phone(store)
-    pairing = store.create_pairing(requester_id, "alice", "phrase", phone.make_pairing_phrase("alice"))
-    phone.accept_pairing(pairing["id"])
-    store.create_terminal(requester_id, "alice", "Host 1", "h1")
-    yield store, requester_id, phone, clock, pairing
-    store.close()
+    with scratch_database() as target:  # PostgreSQL under TOOPHER_TEST_DATABASE
+        store = Store(target, clock=clock)
+        key, _ = store.create_requester("r")
+        requester_id = store.requester_by_key(key)["id"]
+        phone = Phone(store)
+        pairing = store.create_pairing(requester_id, "alice", "phrase", phone.make_pairing_phrase("alice"))
+        phone.accept_pairing(pairing["id"])
+        store.create_terminal(requester_id, "alice", "Host 1", "h1")
+        yield store, requester_id, phone, clock, pairing
+        store.close()
 
 
 def login(store, requester_id, **extra):

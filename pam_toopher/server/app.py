@@ -21,8 +21,6 @@ API_PREFIX = "/v1/"
 MAX_PARAM_LENGTH = 1000
 #: Upper bound of the long_poll extension, below common proxy idle timeouts.
 MAX_LONG_POLL = 25.0
-#: How often a long poll re-reads the database for writes by other processes.
-POLL_INTERVAL = 0.05
 OAUTH_FAILURE = "Not a valid OAuth signed request"
 _ID = r"(?P<id>[^/]+)"
 
@@ -158,16 +156,18 @@ class Api:
                    wake_at: Callable[[], Optional[float]]) -> dict:
         """Hold a pending object until it changes or long_poll seconds pass."""
         deadline = time.monotonic() + params.seconds("long_poll", MAX_LONG_POLL)
+        mark = self.store.change_mark()  # before the read: a write after it wakes the wait
         current = read()
         while current["pending"]:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            wait = min(remaining, POLL_INTERVAL)
+            wait = min(remaining, self.store.poll_interval)
             due = wake_at()
             if due is not None:
                 wait = min(wait, max(0.0, due - self.store.clock()))
-            self.store.wait_for_change(wait)
+            self.store.wait_for_change(wait, mark)
+            mark = self.store.change_mark()
             current = read()
         return current
 

@@ -8,13 +8,13 @@ import argparse
 import os
 import shlex
 import signal
-import sqlite3
 import sys
 import time
 from typing import List, Optional
 
 from . import forwarded, push
 from .dispatch import Response
+from .database import database_errors, is_postgres, redact, scrub
 from .errors import ServerError
 from .httpd import ConnectionLimits, make_server, raise_file_limit
 from .limits import Limits
@@ -22,7 +22,7 @@ from .phone import Phone
 from .store import FAULT_KINDS, PAIRING_RULE_ANSWERS, RULE_ANSWERS, Store
 
 PROG = "toopher-server"
-#: Used when --db is not given.
+#: Used when neither --db/--database nor --database-file is given: a path or a URL.
 DB_ENV = "TOOPHER_SERVER_DB"
 
 
@@ -37,16 +37,39 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _db(args) -> str:
-    path = getattr(args, "db", None) or os.environ.get(DB_ENV)
-    if not path:
-        raise UsageError(f"--db PATH is required (or set {DB_ENV})")
-    return path
+    """The database: --db/--database, else --database-file's content, else $TOOPHER_SERVER_DB.
+
+    A postgresql:// URL may hold a password; --database-file and the
+    environment keep it out of argv (and libpq's PGPASSFILE out of the URL).
+    """
+    target = getattr(args, "db", None)
+    if not target and getattr(args, "database_file", None):
+        target = _read_database_file(args.database_file)
+    target = target or os.environ.get(DB_ENV)
+    if not target:
+        raise UsageError(f"--db PATH or --database URL is required (or --database-file FILE, "
+                         f"or set {DB_ENV})")
+    return target
+
+
+def _read_database_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = [line.strip() for line in file if line.strip()
+                     and not line.lstrip().startswith("#")]
+    except (OSError, UnicodeDecodeError) as error:
+        raise ServerError(f"cannot read the database file {path}: "
+                          f"{getattr(error, 'strerror', None) or error}") from None
+    if len(lines) != 1:
+        raise ServerError(f"the database file {path} must hold one line: a path or a "
+                          "postgresql:// URL")
+    return lines[0]
 
 
 def _existing_db(args) -> str:
     """The database of a running (or ran) server: a typo must not make a new, empty one."""
     path = _db(args)
-    if path != ":memory:" and not os.path.exists(path):
+    if path != ":memory:" and not is_postgres(path) and not os.path.exists(path):
         raise ServerError(f"no database at {path} (start the server or create a requester first)")
     return path
 
@@ -83,6 +106,7 @@ def cmd_serve(args) -> int:
     store = Store(_db(args), limits=_limits(args), log=_log)
     server = make_server(store, args.host, args.port, args.tls_cert, args.tls_key,
                          limits=limits, trusted_proxies=trusted)
+    _log(f"database: {store.backend} {redact(store.path)}")
     pusher = _enable_webapp(server, store, args) if args.public_url else None
 
     def stop(signum, frame):
@@ -306,8 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     # --db is accepted before or after the subcommand; SUPPRESS keeps a
     # subparser's default from overwriting a value given earlier.
     db = _Parser(add_help=False)
-    db.add_argument("--db", default=argparse.SUPPRESS, metavar="PATH",
-                    help=f"SQLite database file (default: ${DB_ENV})")
+    db.add_argument("--db", "--database", dest="db", default=argparse.SUPPRESS,
+                    metavar="PATH|URL", help="SQLite database file, or postgresql://... for "
+                    f"several instances (default: ${DB_ENV})")
+    db.add_argument("--database-file", default=argparse.SUPPRESS, metavar="FILE",
+                    help="read the database path or URL from FILE (keeps a password out of argv)")
     parser = _Parser(prog=PROG, parents=[db],
                      description="Toopher-compatible API server with a phone simulator")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -447,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    args = None
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
@@ -456,6 +484,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ServerError as error:
         print(f"{PROG}: error: {error.message}", file=sys.stderr)
         return 1
-    except (OSError, sqlite3.Error) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 - only OS and database errors are ours
+        if not isinstance(error, (OSError,) + database_errors()):
+            raise
+        # One line; a driver's message could quote the URL it was given, so
+        # any password in it is cut out.
+        text = " ".join(str(error).split())
+        print(f"{PROG}: error: {scrub(text, _target_or_empty(args))}", file=sys.stderr)
         return 1
+
+
+def _target_or_empty(args) -> str:
+    try:
+        return _db(args) if args is not None else os.environ.get(DB_ENV, "")
+    except ServerError:
+        return ""

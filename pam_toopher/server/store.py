@@ -1,26 +1,27 @@
-"""SQLite state of the Toopher-compatible server.
+"""The state of the Toopher-compatible server: every rule about its objects, once.
 
 The HTTP server and the phone simulator (often another process: a test, or
-``toopher-server phone``) share one database file, so every rule about the
+``toopher-server phone``) share one database, so every rule about the
 objects lives here, once: the API handlers and the phone call the same
-methods.  WAL mode plus a busy timeout let the processes write concurrently;
-inside one process a lock serialises the single connection, which is simpler
-than a connection per thread and fast enough for a test server.
+methods.  The database is an SQLite file (one host; WAL mode lets the
+processes write concurrently) or PostgreSQL (several server instances);
+:mod:`.database` runs the same SQL on both and lists the rules a method
+must follow to stay portable.  Every method is one transaction, and a write
+transaction excludes all other writes on the database, on every instance.
 
 Automatic answers (the phone's rules) are stored on the object when it is
 created (``auto_at``) and applied lazily by whoever reads it next, so nothing
 needs a timer thread and a waiting long poll can wake exactly when one is due.
 """
 import secrets
-import sqlite3
 import string
-import threading
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import totp
+from .database import Migration, StorageError, open_database
 from .errors import (PAIRING_DEACTIVATED, PAIRING_NOT_AUTHORIZED, TERMINAL_UNKNOWN,
                      USER_DISABLED, USER_UNKNOWN, BadRequest, Conflict, Forbidden,
                      LimitExceeded, NotFound)
@@ -79,6 +80,14 @@ CREATE TABLE IF NOT EXISTS push_times (
     request_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, created_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS push_times_user ON push_times (user_id, created_at);
 """
+
+#: The schema's versions, applied in order at start (database.py, rule 6).
+#: Version 1 is the schema of 0.1.0 plus the limits' tables; its
+#: CREATE ... IF NOT EXISTS also brings a database made before versions
+#: were recorded up to date.  A later change is a new (2, DDL) entry.
+MIGRATIONS: Tuple[Migration, ...] = (
+    (1, SCHEMA),
+)
 
 #: Seconds a nonce is remembered; must cover the OAuth timestamp window.
 NONCE_MEMORY_SECONDS = 900
@@ -157,47 +166,48 @@ def _phone_view(row) -> dict:
 
 
 class Store:
-    """All state of the server, in one SQLite database (a path or ``":memory:"``)."""
+    """All state of the server, in one database: an SQLite path (or ``":memory:"``)
+    or a ``postgresql://`` URL (see :mod:`.database`)."""
 
     def __init__(self, path: str, clock: Callable[[], float] = time.time,
                  limits: Optional[Limits] = None,
                  log: Callable[[str], None] = lambda line: None):
-        self.path = str(path)
+        self.path = str(path)  # may hold a password: never log it (database.redact)
         self.clock = clock
         self.limits = limits or Limits()
         self.log = log  # security events (a lockout, a refused push): the server's log
-        self._lock = threading.RLock()
-        self._changed = threading.Condition()
-        self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        with self._lock:
-            self._db.executescript(SCHEMA)
+        self._backend = open_database(self.path)
+        try:
+            self._backend.migrate(MIGRATIONS)
+        except BaseException:
+            self._backend.close()
+            raise
+
+    @property
+    def backend(self) -> str:
+        """"sqlite" or "postgresql"."""
+        return self._backend.kind
+
+    @property
+    def poll_interval(self) -> float:
+        """How often a long poll re-reads though nothing signalled a change."""
+        return self._backend.poll_interval
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._backend.close()
 
     @contextmanager
-    def _tx(self, write: bool = True, quiet: bool = False):
-        # BEGIN IMMEDIATE takes the write lock up front: a read that later
-        # writes would otherwise fail with SQLITE_BUSY under concurrency.
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        # Wakes long polls; bookkeeping writes (nonces, faults) pass quiet=True
-        # so that fifty polling clients do not wake each other for nothing.
-        if write and not quiet:
-            with self._changed:
-                self._changed.notify_all()
+    def _tx(self, write: bool = True, quiet: bool = False,
+            exclusive: bool = True) -> Iterator[Any]:
+        # A write wakes every long poll of every instance, and each re-reads
+        # its object: writes that cannot end a wait -- nonces, faults, new
+        # objects nobody waits on yet, rules applied at their due time, which
+        # a waiter wakes for by itself (request_wake_at) -- pass quiet=True,
+        # so that many waiting clients do not wake each other for nothing.
+        # exclusive=False: see database.py, rule 5.
+        with self._backend.transaction(write=write, notify=not quiet,
+                                       exclusive=exclusive) as db:
+            yield db
 
     def ping(self) -> None:
         """Raise unless the database answers a read (the /health check)."""
@@ -205,23 +215,33 @@ class Store:
             db.execute("SELECT 1 FROM requesters LIMIT 1").fetchall()
 
     def transaction(self, write: bool = True, quiet: bool = False):
-        """A transaction on the shared connection, for the stores of other
-        tables (``devices.py``); it wakes long polls like the store's own."""
+        """A transaction, for the stores of other tables (``devices.py``); it
+        wakes long polls like the store's own."""
         return self._tx(write=write, quiet=quiet)
 
     def create_tables(self, schema: str) -> None:
-        """Run ``CREATE ... IF NOT EXISTS`` statements of another module's tables."""
-        with self._lock:
-            self._db.executescript(schema)
+        """Run another module's ``CREATE ... IF NOT EXISTS`` script.  The phone
+        web app's tables (devices.py) are written for SQLite so far (a trigger,
+        SQLite functions): on PostgreSQL this refuses, so the web app is not
+        started there rather than half working."""
+        if self.backend != "sqlite":
+            raise StorageError("the phone web app (--public-url) needs the SQLite backend "
+                               "in this version")
+        self._backend.run_script(schema)
 
-    def wait_for_change(self, timeout: float) -> None:
-        """Sleep until this process writes something, or ``timeout`` passes.
+    def change_mark(self) -> int:
+        """Take before reading; wait_for_change(timeout, mark) then returns at
+        once if something changed since (the read may have missed it)."""
+        return self._backend.change_mark()
 
-        Writes from other processes are not signalled; waiters re-read at
-        short intervals for those.
+    def wait_for_change(self, timeout: float, since: Optional[int] = None) -> None:
+        """Sleep until a write is committed, or ``timeout`` passes.
+
+        Writes in this process wake the waiter at once; on PostgreSQL, writes
+        by every other instance and process too (LISTEN/NOTIFY).  On SQLite,
+        waiters re-read every ``poll_interval`` for other processes' writes.
         """
-        with self._changed:
-            self._changed.wait(max(0.0, timeout))
+        self._backend.wait_for_change(timeout, since)
 
     # -- requesters and OAuth ------------------------------------------------
 
@@ -238,7 +258,7 @@ class Store:
             rows = db.execute("SELECT name, key FROM requesters ORDER BY rowid").fetchall()
         return [dict(row) for row in rows]
 
-    def requester_by_key(self, key: str) -> Optional[sqlite3.Row]:
+    def requester_by_key(self, key: str) -> Any:
         with self._tx(write=False) as db:
             return db.execute("SELECT * FROM requesters WHERE key = ?", (key,)).fetchone()
 
@@ -250,7 +270,8 @@ class Store:
     def use_nonce(self, key: str, nonce: str) -> bool:
         """Record a nonce of a verified request; False if it was used before."""
         now = self.clock()
-        with self._tx(quiet=True) as db:
+        # Two statements that each stand alone: no write lock needed.
+        with self._tx(quiet=True, exclusive=False) as db:
             db.execute("DELETE FROM nonces WHERE ts < ?", (now - NONCE_MEMORY_SECONDS,))
             cursor = db.execute("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", (key, nonce, now))
             return cursor.rowcount == 1
@@ -335,7 +356,8 @@ class Store:
                        phrase: Optional[str] = None) -> dict:
         """A pending pairing; ``via`` is "phrase" (needs a phone phrase), "sms" or "qr"."""
         pairing_id = _new_id()
-        with self._tx() as db:
+        # A new pairing: nobody waits on it yet, so no wake-up (see _tx).
+        with self._tx(quiet=True) as db:
             if via == "phrase":
                 used = db.execute("UPDATE phrases SET used = 1 WHERE phrase = ? AND used = 0",
                                   ((phrase or "").strip().lower(),))
@@ -367,7 +389,10 @@ class Store:
             row = db.execute(query, (object_id,)).fetchone()
         if row is not None and row["pending"] and row["auto_at"] is not None \
                 and row["auto_at"] <= self.clock():
-            with self._tx() as db:
+            # Quiet: the waiter on this object is the reader; others wake at
+            # auto_at.  Not exclusive: the settling UPDATE is conditional and
+            # stands alone, so due answers do not queue behind other writes.
+            with self._tx(quiet=True, exclusive=False) as db:
                 settle(db, object_id)
                 row = db.execute(query, (object_id,)).fetchone()
         return row
@@ -390,7 +415,8 @@ class Store:
         return row["auto_at"] if row is not None and row["pending"] else None
 
     def pending_pairings(self, user_name: Optional[str] = None) -> List[dict]:
-        with self._tx() as db:
+        # Settling due rules wakes nobody: a waiter wakes at its rule's time itself.
+        with self._tx(quiet=True) as db:
             self._settle_pairings(db)
             rows = db.execute(_PAIRING_SELECT + " WHERE p.pending = 1 AND (? IS NULL OR u.name = ?)"
                               " ORDER BY p.seq", (user_name, user_name)).fetchall()
@@ -402,10 +428,10 @@ class Store:
             row = db.execute("SELECT pending FROM pairings WHERE id = ?", (pairing_id,)).fetchone()
             if row is None:
                 raise NotFound(f"No such pairing: {pairing_id}")
-            if not row["pending"]:
+            answered = db.execute("UPDATE pairings SET pending = 0, enabled = ?"
+                                  " WHERE id = ? AND pending = 1", (int(accept), pairing_id))
+            if not row["pending"] or answered.rowcount != 1:
                 raise Conflict(f"Pairing {pairing_id} is not pending")
-            db.execute("UPDATE pairings SET pending = 0, enabled = ? WHERE id = ?",
-                       (int(accept), pairing_id))
 
     def deactivate_pairings(self, user_name: str) -> int:
         """The user deletes the pairing in the phone app; returns how many."""
@@ -429,8 +455,9 @@ class Store:
         if answer not in PAIRING_RULE_ANSWERS:
             raise BadRequest(f"pairing rule answer must be one of {', '.join(PAIRING_RULE_ANSWERS)}")
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO pairing_rules VALUES (?, ?, ?)",
-                       (user_name, answer, float(delay)))
+            db.execute("INSERT INTO pairing_rules (user_name, answer, delay) VALUES (?, ?, ?)"
+                       " ON CONFLICT (user_name) DO UPDATE SET answer = excluded.answer,"
+                       " delay = excluded.delay", (user_name, answer, float(delay)))
 
     def clear_pairing_rule(self, user_name: str) -> None:
         with self._tx() as db:
@@ -489,7 +516,8 @@ class Store:
                  otp: Optional[str] = None) -> dict:
         """Create an authentication request, by pairing id or (zero-storage) by user name."""
         request_id = _new_id()
-        with self._tx() as db:
+        # A new request: nobody waits on it yet, so no wake-up (see _tx).
+        with self._tx(quiet=True) as db:
             if pairing_id is not None:
                 pairing = self._owned(db.execute("SELECT * FROM pairings WHERE id = ?",
                                                  (pairing_id,)).fetchone(), requester_id, "pairing")
@@ -576,8 +604,8 @@ class Store:
         locked = self._claim_otp_guess(db, pairing)
         if locked is not None:
             db.execute("UPDATE auth_requests SET pending = 0, granted = 0, automated = 0,"
-                       " reason = 'too many wrong codes', reason_code = ? WHERE id = ?",
-                       (REASON_OTP_LOCKED, request_id))
+                       " reason = 'too many wrong codes', reason_code = ? WHERE id = ?"
+                       " AND pending = 1", (REASON_OTP_LOCKED, request_id))
             return locked
         step = totp.matching_step(pairing["totp_secret"], code, self.clock())
         if step is not None:
@@ -592,10 +620,15 @@ class Store:
                        " WHERE pairing_id = ?", (pairing["id"],))
         else:
             self._lock_if_exhausted(db, pairing)
-        db.execute("UPDATE auth_requests SET pending = 0, granted = ?, automated = 0, reason = ?,"
-                   " reason_code = ? WHERE id = ?",
-                   (int(granted), "valid otp" if granted else "invalid otp",
-                    REASON_OTP_VALID if granted else REASON_OTP_INVALID, request_id))
+        # Conditional: a rule's answer applied meanwhile (that takes no write
+        # lock) stays the answer, and this whole transaction is undone.
+        answered = db.execute(
+            "UPDATE auth_requests SET pending = 0, granted = ?, automated = 0, reason = ?,"
+            " reason_code = ? WHERE id = ? AND pending = 1",
+            (int(granted), "valid otp" if granted else "invalid otp",
+             REASON_OTP_VALID if granted else REASON_OTP_INVALID, request_id))
+        if answered.rowcount != 1:
+            raise BadRequest("Authentication request is no longer pending")
         return None
 
     def _claim_otp_guess(self, db, pairing) -> Optional[LimitExceeded]:
@@ -674,7 +707,8 @@ class Store:
         return row["auto_at"] if row is not None and row["pending"] else None
 
     def pending_requests(self, user_name: Optional[str] = None) -> List[dict]:
-        with self._tx() as db:
+        # Settling due rules wakes nobody: a waiter wakes at its rule's time itself.
+        with self._tx(quiet=True) as db:
             self._settle_requests(db)
             rows = db.execute(_REQUEST_SELECT + " WHERE r.pending = 1 AND (? IS NULL OR u.name = ?)"
                               " ORDER BY r.seq", (user_name, user_name)).fetchall()
@@ -688,19 +722,24 @@ class Store:
                              (request_id,)).fetchone()
             if row is None:
                 raise NotFound(f"No such authentication request: {request_id}")
-            if not row["pending"]:
+            # Conditional: answered once, whichever instance or process answers.
+            answered = db.execute(
+                "UPDATE auth_requests SET pending = 0, granted = ?, automated = ?,"
+                " reason = ?, reason_code = ? WHERE id = ? AND pending = 1",
+                (int(granted), int(automated), reason,
+                 REASON_RULE if automated else REASON_USER, request_id))
+            if not row["pending"] or answered.rowcount != 1:
                 raise Conflict(f"Authentication request {request_id} is not pending")
-            db.execute("UPDATE auth_requests SET pending = 0, granted = ?, automated = ?,"
-                       " reason = ?, reason_code = ? WHERE id = ?",
-                       (int(granted), int(automated), reason,
-                        REASON_RULE if automated else REASON_USER, request_id))
 
     def set_rule(self, user_name: str, answer: str, delay: float = 0.0,
                  automated: bool = False) -> None:
         if answer not in RULE_ANSWERS:
             raise BadRequest(f"rule answer must be one of {', '.join(RULE_ANSWERS)}")
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO auth_rules VALUES (?, ?, ?, ?)",
+            db.execute("INSERT INTO auth_rules (user_name, answer, delay, automated)"
+                       " VALUES (?, ?, ?, ?) ON CONFLICT (user_name) DO UPDATE SET"
+                       " answer = excluded.answer, delay = excluded.delay,"
+                       " automated = excluded.automated",
                        (user_name, answer, float(delay), int(automated)))
 
     def clear_rule(self, user_name: str) -> None:

@@ -15,6 +15,15 @@
 
 The subprocess is ``/usr/bin/python3 -m pam_toopher.server serve`` on a free
 port; it is killed at teardown, also when the test fails.
+
+PostgreSQL: ``RunningServer(database="postgresql")`` puts the state in a
+fresh database of the test process's own PostgreSQL server
+(tests/support/postgres.py) instead of an SQLite file; with the environment
+variable ``TOOPHER_TEST_DATABASE=postgresql`` every RunningServer does (that
+is how tools/test runs the server tests a second time).  ``db_path`` is then
+the database's URL, which every ``toopher-server`` command and ``Phone``
+accept as well; a second RunningServer given the same ``directory`` shares
+the database, as it shares the SQLite file.
 """
 import os
 import re
@@ -26,8 +35,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import requests
 from requests_oauthlib import OAuth1
@@ -38,6 +48,34 @@ from pam_toopher.server.store import Store
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = "/usr/bin/python3"
 START_TIMEOUT = 15.0
+#: "postgresql" runs every RunningServer on PostgreSQL (tools/test's second pass).
+DATABASE_ENV = "TOOPHER_TEST_DATABASE"
+#: PostgreSQL databases by the RunningServer directory that made them (for twins).
+_POSTGRES_DATABASES: Dict[str, str] = {}
+
+
+def default_database() -> str:
+    """"sqlite" or "postgresql", as $TOOPHER_TEST_DATABASE says (sqlite if unset)."""
+    backend = os.environ.get(DATABASE_ENV, "sqlite") or "sqlite"
+    if backend not in ("sqlite", "postgresql"):
+        raise RuntimeError(f"{DATABASE_ENV} must be sqlite or postgresql, not {backend!r}")
+    return backend
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    """A throwaway database for an in-process Store: ":memory:", or a fresh
+    PostgreSQL database under TOOPHER_TEST_DATABASE=postgresql."""
+    if default_database() != "postgresql":
+        yield ":memory:"
+        return
+    from tests.support.postgres import cluster
+
+    url = cluster().create_database()
+    try:
+        yield url
+    finally:
+        cluster().drop_database(url)
 
 
 def server_command(*args: str) -> list:
@@ -105,10 +143,15 @@ class RunningServer:
 
     def __init__(self, directory: Optional[str] = None, tls: bool = False,
                  serve_args: Sequence[str] = (), open_files: Optional[int] = None,
-                 port: int = 0):
+                 port: int = 0, database: Optional[str] = None):
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="toopher-server-")
         self.directory = Path(directory or self._tmp.name)
-        self.db_path = str(self.directory / "toopher.db")
+        self.backend = database or default_database()
+        self._owns_database = False
+        if self.backend == "postgresql":
+            self.db_path = self._postgres_database()
+        else:
+            self.db_path = str(self.directory / "toopher.db")
         self.log_path = str(self.directory / "server.log")
         self.tls = tls
         self.serve_args = tuple(serve_args)  # more `serve` options, e.g. ("--idle-timeout", "1")
@@ -132,6 +175,17 @@ class RunningServer:
                 str(self.directory / "other-tls"), ["127.0.0.1", "localhost"], days=2).ca_cert)
         self.phone = Phone(self.db_path)
         self.key, self.secret = self.new_requester("test requester")
+
+    def _postgres_database(self) -> str:
+        from tests.support.postgres import cluster
+
+        known = _POSTGRES_DATABASES.get(str(self.directory))
+        if known is not None:
+            return known
+        url = cluster().create_database()
+        _POSTGRES_DATABASES[str(self.directory)] = url
+        self._owns_database = True
+        return url
 
     def new_requester(self, name: str) -> Tuple[str, str]:
         """Credentials (key, secret) of a new requester."""
@@ -201,6 +255,12 @@ class RunningServer:
         self.returncode = process.returncode
         process.stdout.close()
 
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no cleanup, connections cut mid-answer)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+        self.stop()
+
     def restart(self) -> None:
         """Stop and start again on the same port and database."""
         self.stop()
@@ -220,14 +280,31 @@ class RunningServer:
 
     def query(self, sql: str, *args) -> list:
         """Rows of a read-only SQL query on the server's database (for assertions)."""
+        if self.backend == "postgresql":
+            return [tuple(row) for row in self._postgres_rows(sql, args)]
         db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
         try:
             return db.execute(sql, args).fetchall()
         finally:
             db.close()
 
+    def _postgres_rows(self, sql: str, args=()) -> list:
+        import psycopg
+
+        from pam_toopher.server.database import postgres_sql
+
+        with psycopg.connect(self.db_path, autocommit=True,
+                             cursor_factory=psycopg.ClientCursor) as db:
+            return db.execute(postgres_sql(sql), args).fetchall()
+
     def snapshot(self) -> list:
         """The database's objects (not nonces or fault switches): equal snapshots, no state change."""
+        if self.backend == "postgresql":
+            tables = [name for name, in self._postgres_rows(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+                " AND table_name NOT IN ('nonces', 'faults') ORDER BY table_name")]
+            return [f"{table}: {row!r}" for table in tables
+                    for row in self._postgres_rows(f"SELECT * FROM {table} ORDER BY rowid")]
         db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
         try:
             return [line for line in db.iterdump() if 'INTO "nonces"' not in line
@@ -250,6 +327,11 @@ class RunningServer:
     def close(self) -> None:
         self.stop()
         self.phone.close()
+        if self._owns_database:
+            from tests.support.postgres import cluster
+
+            _POSTGRES_DATABASES.pop(str(self.directory), None)
+            cluster().drop_database(self.db_path)
         if self._tmp is not None:
             self._tmp.cleanup()
 
