@@ -84,15 +84,18 @@ class Demo:
             say(f"   toopher-server make-cert --dir {tls} --name 127.0.0.1")
             port, listen = 0, ["--tls-cert", str(tls / "server.pem"),
                                "--tls-key", str(tls / "server.key")]
-        self.server = subprocess.Popen(
-            [PYTHON, "-m", "pam_toopher.server", "serve", "--db", self.db,
-             "--host", "127.0.0.1", "--port", str(port)] + listen,
-            cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1"),
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        with open(self.tmp / "server.log", "wb") as server_log:  # shown if it fails to start
+            self.server = subprocess.Popen(
+                [PYTHON, "-m", "pam_toopher.server", "serve", "--db", self.db,
+                 "--host", "127.0.0.1", "--port", str(port)] + listen,
+                cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1"),
+                stdout=subprocess.PIPE, stderr=server_log)
         ready, _, _ = select.select([self.server.stdout], [], [], 15)
         line = self.server.stdout.readline().decode().strip() if ready else ""
         if not line.startswith("listening on "):
-            raise RuntimeError(f"the server did not start: {line or 'no answer'}")
+            log = (self.tmp / "server.log").read_text(errors="replace").strip()[-800:]
+            raise RuntimeError(f"the server did not start: {line or 'no answer'}"
+                               + (f"; its log: {log}" if log else ""))
         self.url = line[len("listening on "):]
         self.phone = Phone(self.db)
         say(f"   {self.url} (database {self.db}, pid {self.server.pid})")

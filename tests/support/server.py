@@ -26,6 +26,7 @@ accept as well; a second RunningServer given the same ``directory`` shares
 the database, as it shares the SQLite file.
 """
 import os
+import random
 import re
 import resource
 import select
@@ -123,8 +124,9 @@ def make_server_cert(directory: Path, ca: Tuple[Path, Path], name: str = "server
 def privileged_port() -> int:
     """A free 127.0.0.1 port below 1024: the only plain http the module
     believes (no local user can bind it).  Root only, as the tests that
-    drive the module are."""
-    for port in range(1023, 512, -1):
+    drive the module are.  Tried in random order, so that two runs at once
+    rarely probe the same port before either binds it."""
+    for port in random.sample(range(600, 1024), 424):
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
