@@ -477,7 +477,15 @@ class _Session:
         if not is_otp(answer):
             return Decision(Outcome.WRONG_OTP, f"the answer is not a {OTP_LENGTH}-digit code",
                             status.id)
-        return self.judge(self.client.authenticate_with_otp(status.id, answer), by_otp=True)
+        try:
+            checked = self.client.authenticate_with_otp(status.id, answer)
+        except ToopherUnavailableError as exc:
+            # The password holder chooses when a code is sent and can guess
+            # again at will: a code is granted only on the service's verdict,
+            # so an outage while it is checked (a 5xx, no answer in time)
+            # refuses under any failmode rather than failing open per guess.
+            return Decision(Outcome.UNAVAILABLE, f"the code was not checked: {exc}", status.id)
+        return self.judge(checked, by_otp=True)
 
     def judge(self, status: Any, by_otp: bool) -> Decision:
         """Granted only for our request, answered, approved, and not by an
