@@ -12,6 +12,7 @@ only the test holds.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from pam_toopher.api import ToopherApi
 from pam_toopher.server.devices import DeviceStore
 from pam_toopher.server.errors import BadRequest
 from pam_toopher.server.push import (
+    private_address,
     PUSH_TTL,
     application_server_key,
     available,
@@ -510,3 +512,32 @@ def test_the_page_subscribes_and_the_service_worker_shows_the_pushed_request(web
     phone.click("Turn off notifications")
     phone.wait_text("status", "Notifications are off")
     assert subscriptions(web) == 0
+
+
+def test_private_address_names_a_loopback_or_private_endpoint():
+    assert private_address("https://localhost:8443/push/x") in ("127.0.0.1", "::1")
+    assert private_address("https://10.1.2.3/push/x") == "10.1.2.3"
+    assert private_address("https://[::ffff:192.168.0.1]/push/x") == "192.168.0.1"
+    assert private_address("https://no-such-name.invalid/push/x") is None
+
+
+def test_a_subscription_on_a_private_address_gets_no_push_in_production():
+    """An enrolled phone's session may subscribe with any https DNS name: the
+    server must not POST to one that resolves into its own network."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.settimeout(1.0)
+    try:
+        with RunningServer(serve_args=["--public-url", "http://localhost"]) as web, \
+                FakePushService() as service:
+            phone = HttpPhone(web, "ivan")
+            made = service.subscribe()
+            made["endpoint"] = f"https://localhost:{listener.getsockname()[1]}/push/internal"
+            phone.post("/app/api/push/subscribe", {"subscription": made})
+            new_request(web, paired(web, "ivan"))
+            wait_for(lambda: "not a public address" in web.log(), "the refusal in the log")
+            with pytest.raises(socket.timeout):
+                listener.accept()[0].close()
+    finally:
+        listener.close()

@@ -27,6 +27,7 @@ import base64
 import ipaddress
 import json
 import queue
+import socket
 import threading
 import time
 import urllib.parse
@@ -153,6 +154,28 @@ def parse_subscription(value: Any, allow_http_loopback: bool = False) -> Subscri
         auth=_check_key(keys.get("auth"), "auth", lambda raw: len(raw) == 16))
 
 
+def private_address(endpoint: str) -> str | None:
+    """The first address of the endpoint's host that is not a public
+    (globally routable) one, or None.  Resolved at send time, in a push
+    worker: an enrolled phone's session could otherwise subscribe with an
+    https URL on a DNS name of the server's own network (or one resolving to
+    127.0.0.1) and make the server POST to it.  A name that does not resolve
+    is the push service's failure, left to the send."""
+    parsed = urllib.parse.urlsplit(endpoint)
+    try:
+        infos = socket.getaddrinfo(parsed.hostname or "", parsed.port or 443,
+                                   type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return None
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if not address.is_global:
+            return str(address)
+    return None
+
+
 # -- the server's VAPID key pair --------------------------------------------------------------
 
 def new_vapid_private_key() -> str:
@@ -202,6 +225,9 @@ class PushSettings:
     subject: str
     timeout: float = PUSH_TIMEOUT
     ttl: int = PUSH_TTL
+    #: Push to endpoints on private or loopback addresses (the tests' fake
+    #: push service, with --push-allow-http-loopback); never in production.
+    allow_private: bool = False
 
 
 class PushSender:
@@ -278,16 +304,27 @@ class PushSender:
 
     def _send(self, kind: str, object_id: str, device_id: str,
               subscription: Subscription) -> None:
+        import requests
         from pywebpush import WebPushException, webpush
 
         where = f"{kind} {object_id} to device {device_id} ({endpoint_host(subscription.endpoint)})"
+        if not self.settings.allow_private:
+            address = private_address(subscription.endpoint)
+            if address is not None:
+                self.log(f"push: {where} refused: the endpoint resolves to {address},"
+                         " not a public address")
+                return
+        # A redirect would lead the POST past that check: none is followed.
+        session = requests.Session()
+        session.max_redirects = 0
         try:
             response = webpush(subscription.info(), data=payload(kind, object_id),
                                vapid_private_key=self._vapid,
                                vapid_claims={"sub": self.settings.subject},
                                content_encoding="aes128gcm", ttl=self.settings.ttl,
                                headers={"Urgency": "high"},
-                               timeout=(self.settings.timeout, self.settings.timeout))
+                               timeout=(self.settings.timeout, self.settings.timeout),
+                               requests_session=session)
         except WebPushException as error:
             response = getattr(error, "response", None)
             status = getattr(response, "status_code", None)
@@ -300,4 +337,6 @@ class PushSender:
         except Exception as error:  # noqa: BLE001 -- timeouts, refused connections, TLS
             self.log(f"push: {where} failed: {type(error).__name__}")
             return
+        finally:
+            session.close()
         self.log(f"push: {where}: {response.status_code}")
