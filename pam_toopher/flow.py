@@ -391,14 +391,22 @@ class _Session:
                           "in the Toopher app (or just press Enter to cancel): ")
         if not phrase:
             return Decision(Outcome.UNPAIRED_DENIED, "no pairing phrase given")
+        # The service has just said this user has no second factor: an outage
+        # while pairing (whose timing the password holder picks) must not let
+        # failmode = safe grant on the password alone.
         try:
             pairing = self.client.pair(phrase, self.request.user)
         except ToopherRefusedError as exc:  # the service refused this phrase
             return Decision(Outcome.PAIRING_FAILED, f"pairing refused: {exc}")
+        except ToopherUnavailableError as exc:
+            return Decision(Outcome.UNAVAILABLE, f"pairing not completed: {exc}")
         self.announce("accept the pairing on your phone")
-        pairing = wait_until_answered(
-            lambda long_poll: self.client.get_pairing_status(pairing.id, long_poll=long_poll),
-            self.deadline, self.clock)
+        try:
+            pairing = wait_until_answered(
+                lambda long_poll: self.client.get_pairing_status(pairing.id, long_poll=long_poll),
+                self.deadline, self.clock)
+        except ToopherUnavailableError as exc:
+            return Decision(Outcome.UNAVAILABLE, f"pairing not completed: {exc}")
         if pairing.pending:
             return Decision(Outcome.TIMEOUT, "the pairing was not accepted in time")
         if not pairing.enabled:

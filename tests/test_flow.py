@@ -646,3 +646,18 @@ def test_an_outage_while_a_typed_code_is_checked_never_fails_open(error):
     decision = world.login()
     assert decision.outcome is Outcome.UNAVAILABLE, decision
     assert decision.request_id
+
+
+@pytest.mark.parametrize("broken_call", ["pair", "get_pairing_status"])
+def test_an_outage_during_inline_pairing_never_fails_open(broken_call):
+    # The service has just answered "not paired": a password holder who
+    # meets (or causes) an outage while pairing must not get in on
+    # failmode = safe with no second factor at all.
+    world = World(answers=["correct horse"], unpaired="pair", failmode="safe")
+    world.api.pairing = "unpaired"
+
+    def broken(*args, **kwargs):
+        raise toopher.ToopherUnavailableError("server error", status=503)
+    setattr(world.api, broken_call, broken)
+    decision = world.login()
+    assert decision.outcome is Outcome.UNAVAILABLE, decision
