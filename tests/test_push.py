@@ -541,3 +541,34 @@ def test_a_subscription_on_a_private_address_gets_no_push_in_production():
                 listener.accept()[0].close()
     finally:
         listener.close()
+
+
+def test_the_push_session_sends_nothing_to_a_private_address_it_connected_to():
+    """DNS may answer differently at connect time than when the endpoint was
+    checked: the address is checked again on the socket, before any byte."""
+    from pam_toopher.server.push import public_only_session
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    received = []
+
+    def serve():
+        connection, _ = listener.accept()
+        connection.settimeout(2.0)
+        try:
+            received.append(connection.recv(100))
+        except OSError:
+            received.append(b"")
+        connection.close()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with public_only_session() as session:
+            with pytest.raises(requests.exceptions.ConnectionError, match="not a public"):
+                session.post(f"https://localhost:{listener.getsockname()[1]}/push/x",
+                             data=b"secret", timeout=5)
+        thread.join(5)
+        assert received == [b""]
+    finally:
+        listener.close()

@@ -154,6 +154,14 @@ def parse_subscription(value: Any, allow_http_loopback: bool = False) -> Subscri
         auth=_check_key(keys.get("auth"), "auth", lambda raw: len(raw) == 16))
 
 
+def is_public(address: str) -> bool:
+    """Globally routable (an IPv4-mapped IPv6 address judged as its IPv4)."""
+    parsed = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    return parsed.is_global
+
+
 def private_address(endpoint: str) -> str | None:
     """The first address of the endpoint's host that is not a public
     (globally routable) one, or None.  Resolved at send time, in a push
@@ -168,12 +176,47 @@ def private_address(endpoint: str) -> str | None:
     except (OSError, UnicodeError):
         return None
     for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if not address.is_global:
-            return str(address)
+        address = str(info[4][0])
+        if not is_public(address):
+            found = ipaddress.ip_address(address.split("%")[0])
+            return str(getattr(found, "ipv4_mapped", None) or found)
     return None
+
+
+def public_only_session() -> Any:
+    """A requests session that connects (directly) only to public addresses
+    and follows no redirect: the address is checked on the connected socket,
+    before TLS, so a DNS answer that changed since :func:`private_address`
+    looked (DNS rebinding) gets no request either.  A proxy configured in the
+    environment is the admin's and is not checked."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPSConnection
+    from urllib3.connectionpool import HTTPSConnectionPool
+    from urllib3.exceptions import NewConnectionError
+
+    class PublicOnlyConnection(HTTPSConnection):
+        def _new_conn(self) -> Any:
+            sock = super()._new_conn()
+            peer = str(sock.getpeername()[0])
+            if not is_public(peer):
+                sock.close()
+                raise NewConnectionError(self, f"refused: {peer} is not a public address")
+            return sock
+
+    class PublicOnlyPool(HTTPSConnectionPool):
+        ConnectionCls = PublicOnlyConnection
+
+    class PublicOnlyAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {
+                **self.poolmanager.pool_classes_by_scheme, "https": PublicOnlyPool}
+
+    session = requests.Session()
+    session.max_redirects = 0
+    session.mount("https://", PublicOnlyAdapter())
+    return session
 
 
 # -- the server's VAPID key pair --------------------------------------------------------------
@@ -304,7 +347,6 @@ class PushSender:
 
     def _send(self, kind: str, object_id: str, device_id: str,
               subscription: Subscription) -> None:
-        import requests
         from pywebpush import WebPushException, webpush
 
         where = f"{kind} {object_id} to device {device_id} ({endpoint_host(subscription.endpoint)})"
@@ -314,9 +356,15 @@ class PushSender:
                 self.log(f"push: {where} refused: the endpoint resolves to {address},"
                          " not a public address")
                 return
-        # A redirect would lead the POST past that check: none is followed.
-        session = requests.Session()
-        session.max_redirects = 0
+        # Checked again on the socket (a DNS answer may change), and no
+        # redirect is followed; the tests' fake push service is on loopback.
+        if self.settings.allow_private:
+            import requests
+
+            session = requests.Session()
+            session.max_redirects = 0
+        else:
+            session = public_only_session()
         try:
             response = webpush(subscription.info(), data=payload(kind, object_id),
                                vapid_private_key=self._vapid,
