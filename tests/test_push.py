@@ -546,7 +546,7 @@ def test_a_subscription_on_a_private_address_gets_no_push_in_production():
 def test_the_push_session_sends_nothing_to_a_private_address_it_connected_to():
     """DNS may answer differently at connect time than when the endpoint was
     checked: the address is checked again on the socket, before any byte."""
-    from pam_toopher.server.push import public_only_session
+    from pam_toopher.server.push import push_session
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -564,11 +564,44 @@ def test_the_push_session_sends_nothing_to_a_private_address_it_connected_to():
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        with public_only_session() as session:
+        with push_session() as session:
             with pytest.raises(requests.exceptions.ConnectionError, match="not a public"):
                 session.post(f"https://localhost:{listener.getsockname()[1]}/push/x",
                              data=b"secret", timeout=5)
         thread.join(5)
         assert received == [b""]
     finally:
+        listener.close()
+
+
+def test_a_push_service_trickling_its_answer_is_cut_at_the_deadline():
+    """Timeouts bound each read: an endpoint sending a byte a second would
+    hold a push worker for ever (four such pushes: no notification for anyone)."""
+    from pam_toopher.server.push import push_session
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    stop = threading.Event()
+
+    def trickle():
+        connection, _ = listener.accept()
+        with connection:
+            for byte in b"HTTP/1.1 201 Created\r\n" * 100:
+                if stop.wait(0.5):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with push_session(allow_private=True, total=2.0) as session:
+            with pytest.raises(requests.exceptions.RequestException):
+                session.post(f"http://127.0.0.1:{listener.getsockname()[1]}/push/x",
+                             data=b"x", timeout=(5, 5))
+        assert time.monotonic() - started < 4.0
+    finally:
+        stop.set()
         listener.close()

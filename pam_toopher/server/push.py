@@ -44,6 +44,8 @@ from .errors import BadRequest
 MAX_ENDPOINT = 2048
 #: Seconds for connecting to the push service and for each read of its answer.
 PUSH_TIMEOUT = 5.0
+#: Seconds after which a push's connection is cut, however its bytes trickle.
+PUSH_TOTAL = 15.0
 #: A push older than this is useless: no module waits longer for an answer.
 PUSH_TTL = 120
 #: Jobs waiting to be sent; beyond this, new ones are dropped (and counted).
@@ -183,40 +185,77 @@ def private_address(endpoint: str) -> str | None:
     return None
 
 
-def public_only_session() -> Any:
-    """A requests session that connects (directly) only to public addresses
-    and follows no redirect: the address is checked on the connected socket,
-    before TLS, so a DNS answer that changed since :func:`private_address`
-    looked (DNS rebinding) gets no request either.  A proxy configured in the
-    environment is the admin's and is not checked."""
+def push_session(allow_private: bool = False, total: float = PUSH_TOTAL) -> Any:
+    """A requests session for one push: no redirect is followed, every
+    connection is cut ``total`` seconds after it was made (a push service
+    trickling its answer one byte at a time would otherwise hold a worker
+    for ever: the timeouts bound each read, not the call), and, unless
+    ``allow_private`` (the tests' fake push service), it connects directly
+    only to public addresses.  The address is checked on the connected
+    socket, before TLS, so a DNS answer that changed since
+    :func:`private_address` looked (DNS rebinding) gets no request either.
+    A proxy configured in the environment is the admin's and is not checked."""
     import requests
     from requests.adapters import HTTPAdapter
-    from urllib3.connection import HTTPSConnection
-    from urllib3.connectionpool import HTTPSConnectionPool
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
     from urllib3.exceptions import NewConnectionError
 
-    class PublicOnlyConnection(HTTPSConnection):
-        def _new_conn(self) -> Any:
-            sock = super()._new_conn()
-            peer = str(sock.getpeername()[0])
-            if not is_public(peer):
-                sock.close()
-                raise NewConnectionError(self, f"refused: {peer} is not a public address")
-            return sock
+    def guarded(connection: Any) -> Any:
+        sock = connection._guarded_new_conn()
+        peer = str(sock.getpeername()[0])
+        if not allow_private and not is_public(peer):
+            sock.close()
+            raise NewConnectionError(connection, f"refused: {peer} is not a public address")
+        timer = threading.Timer(total, _cut, (sock,))
+        timer.daemon = True
+        timer.start()
+        connection._deadline_timer = timer
+        return sock
 
-    class PublicOnlyPool(HTTPSConnectionPool):
-        ConnectionCls = PublicOnlyConnection
+    def guarded_close(connection: Any) -> None:
+        timer = getattr(connection, "_deadline_timer", None)
+        if timer is not None:
+            timer.cancel()
+        connection._guarded_close()
 
-    class PublicOnlyAdapter(HTTPAdapter):
+    class GuardedHTTPConnection(HTTPConnection):
+        _guarded_new_conn = HTTPConnection._new_conn
+        _guarded_close = HTTPConnection.close
+        _new_conn = guarded
+        close = guarded_close
+
+    class GuardedHTTPSConnection(HTTPSConnection):
+        _guarded_new_conn = HTTPSConnection._new_conn
+        _guarded_close = HTTPSConnection.close
+        _new_conn = guarded
+        close = guarded_close
+
+    class GuardedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    class GuardedAdapter(HTTPAdapter):
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
             super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {
-                **self.poolmanager.pool_classes_by_scheme, "https": PublicOnlyPool}
+            self.poolmanager.pool_classes_by_scheme = {"http": GuardedHTTPPool,
+                                                       "https": GuardedHTTPSPool}
 
     session = requests.Session()
     session.max_redirects = 0
-    session.mount("https://", PublicOnlyAdapter())
+    session.mount("https://", GuardedAdapter())
+    session.mount("http://", GuardedAdapter())
     return session
+
+
+def _cut(sock: socket.socket) -> None:
+    """End a connection's reads and writes at once (from the deadline's timer)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed
+        pass
 
 
 # -- the server's VAPID key pair --------------------------------------------------------------
@@ -268,6 +307,7 @@ class PushSettings:
     subject: str
     timeout: float = PUSH_TIMEOUT
     ttl: int = PUSH_TTL
+    total: float = PUSH_TOTAL
     #: Push to endpoints on private or loopback addresses (the tests' fake
     #: push service, with --push-allow-http-loopback); never in production.
     allow_private: bool = False
@@ -356,15 +396,9 @@ class PushSender:
                 self.log(f"push: {where} refused: the endpoint resolves to {address},"
                          " not a public address")
                 return
-        # Checked again on the socket (a DNS answer may change), and no
-        # redirect is followed; the tests' fake push service is on loopback.
-        if self.settings.allow_private:
-            import requests
-
-            session = requests.Session()
-            session.max_redirects = 0
-        else:
-            session = public_only_session()
+        # Checked again on the socket (a DNS answer may change), no redirect
+        # followed, and the whole call bounded (push_session).
+        session = push_session(self.settings.allow_private, self.settings.total)
         try:
             response = webpush(subscription.info(), data=payload(kind, object_id),
                                vapid_private_key=self._vapid,
