@@ -391,14 +391,22 @@ class _Session:
                           "in the Toopher app (or just press Enter to cancel): ")
         if not phrase:
             return Decision(Outcome.UNPAIRED_DENIED, "no pairing phrase given")
+        # The service has just said this user has no second factor: an outage
+        # while pairing (whose timing the password holder picks) must not let
+        # failmode = safe grant on the password alone.
         try:
             pairing = self.client.pair(phrase, self.request.user)
         except ToopherRefusedError as exc:  # the service refused this phrase
             return Decision(Outcome.PAIRING_FAILED, f"pairing refused: {exc}")
+        except ToopherUnavailableError as exc:
+            return Decision(Outcome.UNAVAILABLE, f"pairing not completed: {exc}")
         self.announce("accept the pairing on your phone")
-        pairing = wait_until_answered(
-            lambda long_poll: self.client.get_pairing_status(pairing.id, long_poll=long_poll),
-            self.deadline, self.clock)
+        try:
+            pairing = wait_until_answered(
+                lambda long_poll: self.client.get_pairing_status(pairing.id, long_poll=long_poll),
+                self.deadline, self.clock)
+        except ToopherUnavailableError as exc:
+            return Decision(Outcome.UNAVAILABLE, f"pairing not completed: {exc}")
         if pairing.pending:
             return Decision(Outcome.TIMEOUT, "the pairing was not accepted in time")
         if not pairing.enabled:
@@ -477,7 +485,15 @@ class _Session:
         if not is_otp(answer):
             return Decision(Outcome.WRONG_OTP, f"the answer is not a {OTP_LENGTH}-digit code",
                             status.id)
-        return self.judge(self.client.authenticate_with_otp(status.id, answer), by_otp=True)
+        try:
+            checked = self.client.authenticate_with_otp(status.id, answer)
+        except ToopherUnavailableError as exc:
+            # The password holder chooses when a code is sent and can guess
+            # again at will: a code is granted only on the service's verdict,
+            # so an outage while it is checked (a 5xx, no answer in time)
+            # refuses under any failmode rather than failing open per guess.
+            return Decision(Outcome.UNAVAILABLE, f"the code was not checked: {exc}", status.id)
+        return self.judge(checked, by_otp=True)
 
     def judge(self, status: Any, by_otp: bool) -> Decision:
         """Granted only for our request, answered, approved, and not by an

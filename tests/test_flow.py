@@ -627,3 +627,37 @@ def test_no_code_prompt_is_promised_when_it_would_come_after_the_wait():
     assert world.login().outcome is Outcome.GRANTED
     infos = [text for kind, text in world.person.shown if kind == "info"]
     assert infos[-1].startswith("Toopher: approve the request on your phone (waiting up to 10 s)")
+
+
+@pytest.mark.parametrize("error", [
+    toopher.ToopherUnavailableError("api.example.com did not answer in time"),
+    toopher.ToopherUnavailableError("server error", status=503),
+    toopher.ToopherUnavailableError("could not reach x", not_processed=True),
+])
+def test_an_outage_while_a_typed_code_is_checked_never_fails_open(error):
+    # A password holder picks the moment of each guess: a slow or failing
+    # code check must not turn a wrong code into failed_open.
+    world = World(answers=["654321"], failmode="safe")
+    world.api.phone = "never"
+
+    def broken(*args, **kwargs):
+        raise error
+    world.api.authenticate_with_otp = broken
+    decision = world.login()
+    assert decision.outcome is Outcome.UNAVAILABLE, decision
+    assert decision.request_id
+
+
+@pytest.mark.parametrize("broken_call", ["pair", "get_pairing_status"])
+def test_an_outage_during_inline_pairing_never_fails_open(broken_call):
+    # The service has just answered "not paired": a password holder who
+    # meets (or causes) an outage while pairing must not get in on
+    # failmode = safe with no second factor at all.
+    world = World(answers=["correct horse"], unpaired="pair", failmode="safe")
+    world.api.pairing = "unpaired"
+
+    def broken(*args, **kwargs):
+        raise toopher.ToopherUnavailableError("server error", status=503)
+    setattr(world.api, broken_call, broken)
+    decision = world.login()
+    assert decision.outcome is Outcome.UNAVAILABLE, decision

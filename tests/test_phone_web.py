@@ -518,6 +518,20 @@ def test_another_users_request_is_not_shown_or_answerable(scene, tmp_path):
     assert scene.store.get_request(scene.requester_id, bobs)["pending"]
 
 
+def test_another_users_pairing_is_not_shown_or_answerable(scene):
+    # A password holder of bob pairing inline: alice's phone, enrolled and
+    # signed in, can neither see nor accept (nor refuse) bob's pairing.
+    scene.enrol()
+    bobs = scene.store.create_pairing(scene.requester_id, "bob", "phrase",
+                                      scene.store.make_pairing_phrase("bob"))["id"]
+    assert scene.browser.state()["pairings"] == []
+    assert scene.browser.call("POST", f"/app/api/pairings/{bobs}/options")[0] == 404
+    signed = scene.browser.signed("requests", scene.request(), scene.key)
+    assert scene.browser.call("POST", f"/app/api/pairings/{bobs}/accept", signed)[0] in (400, 404)
+    assert scene.browser.call("POST", f"/app/api/pairings/{bobs}/refuse", {})[0] == 404
+    assert scene.store.get_pairing(scene.requester_id, bobs)["pending"]
+
+
 def test_a_revoked_phone_can_do_nothing(scene):
     scene.enrol()
     request_id = scene.request()

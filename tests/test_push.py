@@ -12,6 +12,7 @@ only the test holds.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from pam_toopher.api import ToopherApi
 from pam_toopher.server.devices import DeviceStore
 from pam_toopher.server.errors import BadRequest
 from pam_toopher.server.push import (
+    private_address,
     PUSH_TTL,
     application_server_key,
     available,
@@ -518,3 +520,96 @@ def test_the_page_subscribes_and_the_service_worker_shows_the_pushed_request(web
     phone.click("Turn off notifications")
     phone.wait_text("status", "Notifications are off")
     assert subscriptions(web) == 0
+
+
+def test_private_address_names_a_loopback_or_private_endpoint():
+    assert private_address("https://localhost:8443/push/x") in ("127.0.0.1", "::1")
+    assert private_address("https://10.1.2.3/push/x") == "10.1.2.3"
+    assert private_address("https://[::ffff:192.168.0.1]/push/x") == "192.168.0.1"
+    assert private_address("https://no-such-name.invalid/push/x") is None
+
+
+def test_a_subscription_on_a_private_address_gets_no_push_in_production():
+    """An enrolled phone's session may subscribe with any https DNS name: the
+    server must not POST to one that resolves into its own network."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.settimeout(1.0)
+    try:
+        with RunningServer(serve_args=["--public-url", "http://localhost"]) as web, \
+                FakePushService() as service:
+            phone = HttpPhone(web, "ivan")
+            made = service.subscribe()
+            made["endpoint"] = f"https://localhost:{listener.getsockname()[1]}/push/internal"
+            phone.post("/app/api/push/subscribe", {"subscription": made})
+            new_request(web, paired(web, "ivan"))
+            wait_for(lambda: "not a public address" in web.log(), "the refusal in the log")
+            with pytest.raises(socket.timeout):
+                listener.accept()[0].close()
+    finally:
+        listener.close()
+
+
+def test_the_push_session_sends_nothing_to_a_private_address_it_connected_to():
+    """DNS may answer differently at connect time than when the endpoint was
+    checked: the address is checked again on the socket, before any byte."""
+    from pam_toopher.server.push import push_session
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    received = []
+
+    def serve():
+        connection, _ = listener.accept()
+        connection.settimeout(2.0)
+        try:
+            received.append(connection.recv(100))
+        except OSError:
+            received.append(b"")
+        connection.close()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with push_session() as session:
+            with pytest.raises(requests.exceptions.ConnectionError, match="not a public"):
+                session.post(f"https://localhost:{listener.getsockname()[1]}/push/x",
+                             data=b"secret", timeout=5)
+        thread.join(5)
+        assert received == [b""]
+    finally:
+        listener.close()
+
+
+def test_a_push_service_trickling_its_answer_is_cut_at_the_deadline():
+    """Timeouts bound each read: an endpoint sending a byte a second would
+    hold a push worker for ever (four such pushes: no notification for anyone)."""
+    from pam_toopher.server.push import push_session
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    stop = threading.Event()
+
+    def trickle():
+        connection, _ = listener.accept()
+        with connection:
+            for byte in b"HTTP/1.1 201 Created\r\n" * 100:
+                if stop.wait(0.5):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with push_session(allow_private=True, total=2.0) as session:
+            with pytest.raises(requests.exceptions.RequestException):
+                session.post(f"http://127.0.0.1:{listener.getsockname()[1]}/push/x",
+                             data=b"x", timeout=(5, 5))
+        assert time.monotonic() - started < 4.0
+    finally:
+        stop.set()
+        listener.close()

@@ -293,3 +293,12 @@ def test_requesters_see_only_their_own_objects(server, api, name):
     finally:
         other.close()
     assert ok(api.get(f"users/{pairing['user']['id']}"))["toopher_authentication_enabled"]
+
+
+def test_a_pairing_phrase_pairs_only_the_user_whose_phone_made_it(server, api, name):
+    # A password holder of another account, typing this user's phrase at an
+    # inline pairing, neither pairs with the phone nor uses the phrase up.
+    phrase = server.phone.make_pairing_phrase(name)
+    error(api.post("pairings/create", user_name=f"{name}-other", pairing_phrase=phrase), 400)
+    assert server.phone.pending_pairings(f"{name}-other") == []
+    ok(api.post("pairings/create", user_name=name, pairing_phrase=phrase))

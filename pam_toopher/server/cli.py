@@ -163,7 +163,8 @@ def _enable_webapp(server, store: Store, args):
                                                   push.new_vapid_private_key)
         webapp.push_key = push.application_server_key(private_pem)
         pusher = push.PushSender(webapp.devices, private_pem, push.PushSettings(
-            subject or push.default_subject(public.origin)), _log)
+            subject or push.default_subject(public.origin),
+            allow_private=args.push_allow_http_loopback), _log)
         server.dispatcher.api.on_created = pusher.on_created
         _log("push notifications: on")
     # Fault switches are for API clients: the web app's route comes before them.
@@ -353,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-push", action="store_true",
                        help="no push notifications to phones, even if pywebpush is installed")
     serve.add_argument("--push-allow-http-loopback", action="store_true",
-                       help="accept http://127.0.0.1 push endpoints (for tests with a fake"
+                       help="accept http://127.0.0.1 push endpoints, and push to endpoints"
+                            " on private or loopback addresses (for tests with a fake"
                             " push service; never in production)")
     defaults = Limits()
     serve.add_argument("--otp-max-failures", type=int, default=defaults.otp_max_failures,

@@ -27,6 +27,7 @@ import base64
 import ipaddress
 import json
 import queue
+import socket
 import threading
 import time
 import urllib.parse
@@ -43,6 +44,8 @@ from .errors import BadRequest
 MAX_ENDPOINT = 2048
 #: Seconds for connecting to the push service and for each read of its answer.
 PUSH_TIMEOUT = 5.0
+#: Seconds after which a push's connection is cut, however its bytes trickle.
+PUSH_TOTAL = 15.0
 #: A push older than this is useless: no module waits longer for an answer.
 PUSH_TTL = 120
 #: Jobs waiting to be sent; beyond this, new ones are dropped (and counted).
@@ -153,6 +156,108 @@ def parse_subscription(value: Any, allow_http_loopback: bool = False) -> Subscri
         auth=_check_key(keys.get("auth"), "auth", lambda raw: len(raw) == 16))
 
 
+def is_public(address: str) -> bool:
+    """Globally routable (an IPv4-mapped IPv6 address judged as its IPv4)."""
+    parsed = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    return parsed.is_global
+
+
+def private_address(endpoint: str) -> str | None:
+    """The first address of the endpoint's host that is not a public
+    (globally routable) one, or None.  Resolved at send time, in a push
+    worker: an enrolled phone's session could otherwise subscribe with an
+    https URL on a DNS name of the server's own network (or one resolving to
+    127.0.0.1) and make the server POST to it.  A name that does not resolve
+    is the push service's failure, left to the send."""
+    parsed = urllib.parse.urlsplit(endpoint)
+    try:
+        infos = socket.getaddrinfo(parsed.hostname or "", parsed.port or 443,
+                                   type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return None
+    for info in infos:
+        address = str(info[4][0])
+        if not is_public(address):
+            found = ipaddress.ip_address(address.split("%")[0])
+            return str(getattr(found, "ipv4_mapped", None) or found)
+    return None
+
+
+def push_session(allow_private: bool = False, total: float = PUSH_TOTAL) -> Any:
+    """A requests session for one push: no redirect is followed, every
+    connection is cut ``total`` seconds after it was made (a push service
+    trickling its answer one byte at a time would otherwise hold a worker
+    for ever: the timeouts bound each read, not the call), and, unless
+    ``allow_private`` (the tests' fake push service), it connects directly
+    only to public addresses.  The address is checked on the connected
+    socket, before TLS, so a DNS answer that changed since
+    :func:`private_address` looked (DNS rebinding) gets no request either.
+    A proxy configured in the environment is the admin's and is not checked."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+    from urllib3.exceptions import NewConnectionError
+
+    def guarded(connection: Any) -> Any:
+        sock = connection._guarded_new_conn()
+        peer = str(sock.getpeername()[0])
+        if not allow_private and not is_public(peer):
+            sock.close()
+            raise NewConnectionError(connection, f"refused: {peer} is not a public address")
+        timer = threading.Timer(total, _cut, (sock,))
+        timer.daemon = True
+        timer.start()
+        connection._deadline_timer = timer
+        return sock
+
+    def guarded_close(connection: Any) -> None:
+        timer = getattr(connection, "_deadline_timer", None)
+        if timer is not None:
+            timer.cancel()
+        connection._guarded_close()
+
+    class GuardedHTTPConnection(HTTPConnection):
+        _guarded_new_conn = HTTPConnection._new_conn
+        _guarded_close = HTTPConnection.close
+        _new_conn = guarded
+        close = guarded_close
+
+    class GuardedHTTPSConnection(HTTPSConnection):
+        _guarded_new_conn = HTTPSConnection._new_conn
+        _guarded_close = HTTPSConnection.close
+        _new_conn = guarded
+        close = guarded_close
+
+    class GuardedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    class GuardedAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": GuardedHTTPPool,
+                                                       "https": GuardedHTTPSPool}
+
+    session = requests.Session()
+    session.max_redirects = 0
+    session.mount("https://", GuardedAdapter())
+    session.mount("http://", GuardedAdapter())
+    return session
+
+
+def _cut(sock: socket.socket) -> None:
+    """End a connection's reads and writes at once (from the deadline's timer)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed
+        pass
+
+
 # -- the server's VAPID key pair --------------------------------------------------------------
 
 def new_vapid_private_key() -> str:
@@ -202,6 +307,10 @@ class PushSettings:
     subject: str
     timeout: float = PUSH_TIMEOUT
     ttl: int = PUSH_TTL
+    total: float = PUSH_TOTAL
+    #: Push to endpoints on private or loopback addresses (the tests' fake
+    #: push service, with --push-allow-http-loopback); never in production.
+    allow_private: bool = False
 
 
 class PushSender:
@@ -281,13 +390,23 @@ class PushSender:
         from pywebpush import WebPushException, webpush
 
         where = f"{kind} {object_id} to device {device_id} ({endpoint_host(subscription.endpoint)})"
+        if not self.settings.allow_private:
+            address = private_address(subscription.endpoint)
+            if address is not None:
+                self.log(f"push: {where} refused: the endpoint resolves to {address},"
+                         " not a public address")
+                return
+        # Checked again on the socket (a DNS answer may change), no redirect
+        # followed, and the whole call bounded (push_session).
+        session = push_session(self.settings.allow_private, self.settings.total)
         try:
             response = webpush(subscription.info(), data=payload(kind, object_id),
                                vapid_private_key=self._vapid,
                                vapid_claims={"sub": self.settings.subject},
                                content_encoding="aes128gcm", ttl=self.settings.ttl,
                                headers={"Urgency": "high"},
-                               timeout=(self.settings.timeout, self.settings.timeout))
+                               timeout=(self.settings.timeout, self.settings.timeout),
+                               requests_session=session)
         except WebPushException as error:
             response = getattr(error, "response", None)
             status = getattr(response, "status_code", None)
@@ -300,4 +419,6 @@ class PushSender:
         except Exception as error:  # noqa: BLE001 -- timeouts, refused connections, TLS
             self.log(f"push: {where} failed: {type(error).__name__}")
             return
+        finally:
+            session.close()
         self.log(f"push: {where}: {response.status_code}")

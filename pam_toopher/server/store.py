@@ -359,8 +359,12 @@ class Store:
         # A new pairing: nobody waits on it yet, so no wake-up (see _tx).
         with self._tx(quiet=True) as db:
             if via == "phrase":
-                used = db.execute("UPDATE phrases SET used = 1 WHERE phrase = ? AND used = 0",
-                                  ((phrase or "").strip().lower(),))
+                # A phrase pairs the user whose phone made it, no one else: a
+                # password holder typing another user's phrase at an inline
+                # pairing must neither use it up nor pair with that phone.
+                used = db.execute("UPDATE phrases SET used = 1 WHERE phrase = ? AND used = 0"
+                                  " AND user_name = ?", ((phrase or "").strip().lower(),
+                                                          user_name))
                 if used.rowcount != 1:
                     raise BadRequest("Invalid or already used pairing phrase")
             user = self._ensure_user(db, requester_id, user_name)
