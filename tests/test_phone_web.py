@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import time
+from contextlib import ExitStack
 from typing import Any
 
 import pyotp
@@ -28,7 +29,8 @@ from pam_toopher.server.store import Store
 from pam_toopher.server.webapp import WebApp, csrf_token, parse_public_url
 from pam_toopher.server.webauthn import bound_challenge, sign_count_ok
 from tests.support.passkey import SoftPasskey, b64url, unb64url
-from tests.support.server import REPO_ROOT, RunningServer, server_command, server_env
+from tests.support.server import (REPO_ROOT, RunningServer, default_database, scratch_database,
+                                  server_command, server_env)
 
 ORIGIN = "http://localhost:8765"
 
@@ -96,11 +98,16 @@ class Browser:
 
 
 class Scene:
-    """A store with a requester, a paired user, an enrolled phone."""
+    """A store with a requester, a paired user, an enrolled phone; on an SQLite
+    file, or a fresh PostgreSQL database under TOOPHER_TEST_DATABASE=postgresql."""
 
     def __init__(self, tmp_path, user: str = "alice", origin: str = ORIGIN):
         self.clock = Clock()
-        self.store = Store(str(tmp_path / "toopher.db"), clock=self.clock)
+        self._database = ExitStack()
+        target = str(tmp_path / "toopher.db")
+        if default_database() == "postgresql":
+            target = self._database.enter_context(scratch_database())
+        self.store = Store(target, clock=self.clock)
         self.app = WebApp(self.store, parse_public_url(origin))
         self.devices: DeviceStore = self.app.devices
         key, _ = self.store.create_requester("Acme SSH")
@@ -125,6 +132,10 @@ class Scene:
     def request_row(self, request_id: str) -> dict:
         return self.store.get_request(self.requester_id, request_id)
 
+    def close(self) -> None:
+        self.store.close()
+        self._database.close()
+
     def count(self, table: str) -> int:
         with self.store.transaction(write=False) as db:
             return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
@@ -134,7 +145,7 @@ class Scene:
 def scene(tmp_path):
     made = Scene(tmp_path)
     yield made
-    made.store.close()
+    made.close()
 
 
 # -- pure parts ----------------------------------------------------------------------------
@@ -206,7 +217,7 @@ def test_https_cookies_are_secure(tmp_path):
     status, _ = made.browser.enrol(token, made.key)
     assert status == 200
     assert "Secure" in dict(made.browser.last_headers)["Set-Cookie"]
-    made.store.close()
+    made.close()
 
 
 def test_an_enrolment_link_works_once(scene):
