@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import time
+from contextlib import ExitStack
 from typing import Any
 
 import pyotp
@@ -28,7 +29,8 @@ from pam_toopher.server.store import Store
 from pam_toopher.server.webapp import WebApp, csrf_token, parse_public_url
 from pam_toopher.server.webauthn import bound_challenge, sign_count_ok
 from tests.support.passkey import SoftPasskey, b64url, unb64url
-from tests.support.server import REPO_ROOT, RunningServer, server_command, server_env
+from tests.support.server import (REPO_ROOT, RunningServer, default_database, scratch_database,
+                                  server_command, server_env)
 
 ORIGIN = "http://localhost:8765"
 
@@ -96,11 +98,16 @@ class Browser:
 
 
 class Scene:
-    """A store with a requester, a paired user, an enrolled phone."""
+    """A store with a requester, a paired user, an enrolled phone; on an SQLite
+    file, or a fresh PostgreSQL database under TOOPHER_TEST_DATABASE=postgresql."""
 
     def __init__(self, tmp_path, user: str = "alice", origin: str = ORIGIN):
         self.clock = Clock()
-        self.store = Store(str(tmp_path / "toopher.db"), clock=self.clock)
+        self._database = ExitStack()
+        target = str(tmp_path / "toopher.db")
+        if default_database() == "postgresql":
+            target = self._database.enter_context(scratch_database())
+        self.store = Store(target, clock=self.clock)
         self.app = WebApp(self.store, parse_public_url(origin))
         self.devices: DeviceStore = self.app.devices
         key, _ = self.store.create_requester("Acme SSH")
@@ -125,6 +132,10 @@ class Scene:
     def request_row(self, request_id: str) -> dict:
         return self.store.get_request(self.requester_id, request_id)
 
+    def close(self) -> None:
+        self.store.close()
+        self._database.close()
+
     def count(self, table: str) -> int:
         with self.store.transaction(write=False) as db:
             return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
@@ -134,7 +145,7 @@ class Scene:
 def scene(tmp_path):
     made = Scene(tmp_path)
     yield made
-    made.store.close()
+    made.close()
 
 
 # -- pure parts ----------------------------------------------------------------------------
@@ -206,7 +217,7 @@ def test_https_cookies_are_secure(tmp_path):
     status, _ = made.browser.enrol(token, made.key)
     assert status == 200
     assert "Secure" in dict(made.browser.last_headers)["Set-Cookie"]
-    made.store.close()
+    made.close()
 
 
 def test_an_enrolment_link_works_once(scene):
@@ -690,3 +701,84 @@ def test_serve_refuses_a_public_url_browsers_would_not_accept(tmp_path):
                             cwd=REPO_ROOT, env=server_env(), capture_output=True, text=True,
                             timeout=30, check=False)
     assert result.returncode == 2 and "must be https" in result.stderr
+
+
+# -- two instances on one PostgreSQL ----------------------------------------------------------
+
+#: What a load balancer in front of both instances would be; never connected to.
+SHARED_ORIGIN = "http://localhost:9443"
+
+
+@pytest.fixture
+def web_instances():
+    """Instances A and B of the web app on one fresh PostgreSQL database, one public URL."""
+    args = ["--public-url", SHARED_ORIGIN]
+    with RunningServer(database="postgresql", serve_args=args) as first, \
+            RunningServer(directory=str(first.directory), database="postgresql",
+                          serve_args=args) as second:
+        assert first.db_path == second.db_path and first.db_path.startswith("postgresql://")
+        yield first, second
+
+
+def _app(instance: RunningServer) -> str:
+    # localhost: the phone's cookie (host-only, any port) reaches both instances.
+    return f"http://localhost:{instance.port}/app/api/"
+
+
+def test_two_instances_share_enrolments_and_use_each_challenge_once(web_instances):
+    first, second = web_instances
+    store = Store(first.db_path)
+    try:
+        devices = DeviceStore(store)
+        token = devices.create_enrol_token("alice", "shared phone")
+        requester_id = store.requester_by_key(first.key)["id"]
+        pairing = store.create_pairing(requester_id, "alice", "phrase",
+                                       store.make_pairing_phrase("alice"))
+        store.answer_pairing(pairing["id"], True)
+        key = SoftPasskey(SHARED_ORIGIN, "localhost")
+        phone = requests.Session()
+        headers = {"Origin": SHARED_ORIGIN}
+
+        # An enrolment started on B, another on A with the same link: A
+        # completes it, B's completion is refused, and B refuses the link.
+        started_on_b = phone.post(_app(second) + "enrol/options", json={"token": token},
+                                  headers=headers, timeout=10).json()
+        options = phone.post(_app(first) + "enrol/options", json={"token": token},
+                             headers=headers, timeout=10).json()
+        done = phone.post(_app(first) + "enrol/complete", headers=headers, timeout=10,
+                          json={"token": token, "challengeId": options["challengeId"],
+                                "credential": key.register(options["publicKey"])})
+        assert done.status_code == 200, done.text
+        late = requests.post(_app(second) + "enrol/complete", headers=headers, timeout=10,
+                             json={"token": token, "challengeId": started_on_b["challengeId"],
+                                   "credential": SoftPasskey(SHARED_ORIGIN, "localhost").register(
+                                       started_on_b["publicKey"])})
+        assert late.status_code == 400 and "already used" in late.json()["error"]
+        again = requests.post(_app(second) + "enrol/options", json={"token": token},
+                              headers=headers, timeout=10)
+        assert again.status_code == 400
+        assert [device["name"] for device in devices.list_devices("alice")] == ["shared phone"]
+
+        # B knows the session A made; a challenge from A is answered on B, once.
+        state = phone.get(_app(second) + "state", timeout=10).json()
+        assert state["user"] == "alice"
+        request_id = store.initiate(requester_id, pairing_id=pairing["id"],
+                                    terminal_name="web-1", action_name="sudo: id")["id"]
+        assert [item["id"] for item in
+                phone.get(_app(second) + "state", timeout=10).json()["requests"]] == [request_id]
+        headers["X-CSRF-Token"] = state["csrf"]
+        issued = phone.post(_app(first) + f"requests/{request_id}/options", json={},
+                            headers=headers, timeout=10)
+        assert issued.status_code == 200, issued.text
+        options = issued.json()
+        signed = {"challengeId": options["challengeId"],
+                  "credential": key.sign(options["publicKey"])}
+        answers = [phone.post(_app(instance) + f"requests/{request_id}/approve", json=signed,
+                              headers=headers, timeout=10)
+                   for instance in (second, first, second)]
+        assert [answer.status_code for answer in answers][0] == 200, answers[0].text
+        assert all(answer.status_code in (400, 409) for answer in answers[1:])
+        assert store.get_request(requester_id, request_id)["granted"]
+        assert len(devices.answers("alice")) == 1
+    finally:
+        store.close()

@@ -121,7 +121,7 @@ def app_scene(tmp_path):
     made = Scene(tmp_path)
     made.app.push_key = "the-servers-vapid-key"
     yield made
-    made.store.close()
+    made.close()
 
 
 def test_the_phone_subscribes_and_unsubscribes(app_scene):

@@ -68,6 +68,10 @@ def empty_database(request, tmp_path):
     postgres.cluster().drop_database(url)
 
 
+#: Every version, as schema_version lists them once all migrations ran.
+ALL_VERSIONS = [(version,) for version, _ in MIGRATIONS]
+
+
 def _versions(target):
     store = Store(target)
     try:
@@ -90,7 +94,7 @@ def test_instances_starting_together_migrate_once(empty_database):
     with ThreadPoolExecutor(8) as pool:
         keys = list(pool.map(open_and_use, range(8)))
     assert len(set(keys)) == 8
-    assert _versions(empty_database) == [(1,)]
+    assert _versions(empty_database) == ALL_VERSIONS
 
 
 def test_two_server_processes_start_together_on_a_new_database(empty_database):
@@ -102,7 +106,7 @@ def test_two_server_processes_start_together_on_a_new_database(empty_database):
         out, err = command.communicate(timeout=60)
         assert command.returncode == 0 and err == "", err
         assert out.startswith("key=")
-    assert _versions(empty_database) == [(1,)]
+    assert _versions(empty_database) == ALL_VERSIONS
 
 
 def test_a_newer_schema_is_refused(empty_database):
@@ -112,7 +116,8 @@ def test_a_newer_schema_is_refused(empty_database):
         db.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                    (99, time.time()))
     store.close()
-    with pytest.raises(StorageError, match=r"newer than this program's \(version 1\)"):
+    latest = MIGRATIONS[-1][0]
+    with pytest.raises(StorageError, match=rf"newer than this program's \(version {latest}\)"):
         Store(empty_database)
 
 
@@ -129,10 +134,59 @@ def test_a_database_from_before_versions_is_brought_up_to_date(tmp_path):
     store = Store(str(path))
     assert store.list_requesters() == [{"name": "old one", "key": "KEY0123456789"}]
     store.close()
-    assert _versions(str(path)) == [(1,)]
+    assert _versions(str(path)) == ALL_VERSIONS
     tables = {row[0] for row in sqlite3.connect(path).execute(
         "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"otp_guards", "push_times", "auth_requests", "schema_version"} <= tables
+
+
+def test_a_database_whose_web_app_tables_predate_migration_2_opens(tmp_path):
+    """Before migration 2, devices.py made its tables itself on SQLite, with a
+    trigger (julianday) filling request_times: the tables and their rows stay,
+    the trigger and request_times go, and new requests carry their time."""
+    path = tmp_path / "web.db"
+    Store(str(path)).close()
+    old = sqlite3.connect(path)
+    old.executescript("""
+        DELETE FROM schema_version WHERE version > 1;
+        CREATE TABLE IF NOT EXISTS devices (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+            user_name TEXT NOT NULL, name TEXT NOT NULL, credential_id BLOB NOT NULL UNIQUE,
+            credential BLOB NOT NULL, user_handle BLOB NOT NULL, sign_count INTEGER NOT NULL,
+            created REAL NOT NULL, last_used REAL, revoked REAL);
+        INSERT INTO devices (id, user_name, name, credential_id, credential, user_handle,
+                             sign_count, created) VALUES ('d1', 'alice', 'old phone', x'01',
+                                                          x'02', x'03', 0, 1.0);
+        CREATE TABLE IF NOT EXISTS request_times (request_id TEXT PRIMARY KEY,
+                                                  created REAL NOT NULL);
+        CREATE TRIGGER IF NOT EXISTS request_times_on_insert AFTER INSERT ON auth_requests
+        BEGIN
+            INSERT OR IGNORE INTO request_times
+            VALUES (NEW.id, (julianday('now') - 2440587.5) * 86400.0);
+        END;
+    """)
+    old.execute("ALTER TABLE auth_requests DROP COLUMN created")
+    old.commit()
+    old.close()
+    store = Store(str(path), clock=lambda: 1234.5)
+    try:
+        key, _ = store.create_requester("Acme")
+        requester_id = store.requester_by_key(key)["id"]
+        pairing = store.create_pairing(requester_id, "alice", "phrase",
+                                       store.make_pairing_phrase("alice"))
+        store.answer_pairing(pairing["id"], True)
+        request = store.initiate(requester_id, pairing_id=pairing["id"], terminal_name="t")
+        with store._tx(write=False) as db:
+            assert db.execute("SELECT created FROM auth_requests WHERE id = ?",
+                              (request["id"],)).fetchone()[0] == 1234.5
+            assert [tuple(row) for row in db.execute("SELECT id, name FROM devices")] == \
+                [("d1", "old phone")]
+    finally:
+        store.close()
+    assert _versions(str(path)) == ALL_VERSIONS
+    names = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+    assert "request_times" not in names and "request_times_on_insert" not in names
+    assert {"devices", "enrol_tokens", "webauthn_challenges", "push_subscriptions"} <= names
 
 
 # -- secrets: a password in the database URL -------------------------------------------

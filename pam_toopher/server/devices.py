@@ -1,8 +1,11 @@
 """Enrolled phones: enrolment links, passkeys, sessions, single-use challenges, answers.
 
-The tables live in the server's database next to :mod:`.store`'s and are
-written through the same connection (:meth:`Store.transaction`), so an answer
-from a phone wakes the module's long poll like any other write.  Every
+The tables live in the server's database next to :mod:`.store`'s (created by
+its migration 2) and are written through the same backend
+(:meth:`Store.transaction`), so an answer from a phone wakes the module's
+long poll like any other write, on SQLite as on PostgreSQL (several
+instances: a link, a challenge or an answer is used once on all of them).
+The SQL follows :mod:`.database`'s portability rules.  Every
 single-use thing (enrolment token, WebAuthn challenge) is consumed by one
 conditional ``UPDATE ... WHERE used = 0`` whose row count decides, inside the
 transaction that also answers the request: of two concurrent uses one wins,
@@ -19,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,42 +30,6 @@ from .errors import BadRequest, Conflict, NotFound, ServerError, Unauthorized
 from .push import Subscription
 from .store import REASON_USER, Store
 from .webauthn import NONCE_BYTES, NewCredential
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS web_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS enrol_tokens (
-    token_hash TEXT PRIMARY KEY, user_name TEXT NOT NULL, device_name TEXT NOT NULL,
-    created REAL NOT NULL, expires REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS devices (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, user_name TEXT NOT NULL,
-    name TEXT NOT NULL, credential_id BLOB NOT NULL UNIQUE, credential BLOB NOT NULL,
-    user_handle BLOB NOT NULL, sign_count INTEGER NOT NULL, created REAL NOT NULL,
-    last_used REAL, revoked REAL);
-CREATE TABLE IF NOT EXISTS phone_sessions (
-    token_hash TEXT PRIMARY KEY, device_id TEXT NOT NULL,
-    created REAL NOT NULL, expires REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS webauthn_challenges (
-    id TEXT PRIMARY KEY, purpose TEXT NOT NULL, subject TEXT NOT NULL, device_id TEXT,
-    nonce BLOB NOT NULL, expires REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS phone_answers (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, user_name TEXT NOT NULL,
-    device_id TEXT NOT NULL, device_name TEXT NOT NULL, kind TEXT NOT NULL,
-    subject_id TEXT NOT NULL, answer TEXT NOT NULL, detail TEXT NOT NULL, assertion TEXT);
--- Web Push (push.py): one subscription per device, deleted with the device's
--- revocation or when the push service says it is gone (404/410).
-CREATE TABLE IF NOT EXISTS push_subscriptions (
-    device_id TEXT PRIMARY KEY, endpoint TEXT NOT NULL, p256dh TEXT NOT NULL,
-    auth TEXT NOT NULL, created REAL NOT NULL);
--- When each request was created, for its age on the page and the approval
--- deadline.  A trigger, so every writer (the API, the simulator in another
--- process) records it without the request code knowing about phones.
-CREATE TABLE IF NOT EXISTS request_times (request_id TEXT PRIMARY KEY, created REAL NOT NULL);
-CREATE TRIGGER IF NOT EXISTS request_times_on_insert AFTER INSERT ON auth_requests
-BEGIN
-    INSERT OR IGNORE INTO request_times
-    VALUES (NEW.id, (julianday('now') - 2440587.5) * 86400.0);
-END;
-"""
 
 #: An enrolment link works once, within this many seconds by default.
 ENROL_TOKEN_SECONDS = 15 * 60
@@ -77,40 +43,48 @@ REQUEST_MAX_AGE = 300
 
 _REQUEST_FOR_PHONE = """
 SELECT r.id, r.pending, r.auto_at, u.name AS user_name, t.name AS terminal_name,
-       a.name AS action_name, q.name AS requester_name, rt.created AS created
+       a.name AS action_name, q.name AS requester_name, r.created AS created
 FROM auth_requests r JOIN users u ON u.id = r.user_id
 JOIN terminals t ON t.id = r.terminal_id JOIN actions a ON a.id = r.action_id
-JOIN requesters q ON q.id = r.requester_id LEFT JOIN request_times rt ON rt.request_id = r.id
+JOIN requesters q ON q.id = r.requester_id
 """
 # The phone's reads write nothing (a page polls every second): a request or
 # pairing whose simulator rule is due counts as answered, as the store will
 # record it on its next read.
 _REQUEST_NO_RULE_DUE = "(r.auto_at IS NULL OR r.auto_at > ?)"
 _PAIRING_NO_RULE_DUE = "(p.auto_at IS NULL OR p.auto_at > ?)"
+# A challenge issued for exactly this id, purpose, subject and device (None
+# for enrolment), unused and unexpired.  COALESCE: "IS ?" is SQLite's only.
+_CHALLENGE_USABLE = ("id = ? AND purpose = ? AND subject = ? AND"
+                     " COALESCE(device_id, '') = COALESCE(?, '') AND used = 0 AND expires > ?")
 _PAIRING_FOR_PHONE = """
 SELECT p.id, p.pending, p.auto_at, p.totp_secret, u.name AS user_name, q.name AS requester_name
 FROM pairings p JOIN users u ON u.id = p.user_id JOIN requesters q ON q.id = p.requester_id
 """
 
 
+#: A result row of either backend (sqlite3.Row or database.Row), read by column name.
+Record = Any
+
+
 def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def request_binding(row: sqlite3.Row) -> dict[str, str]:
+def request_binding(row: Record) -> dict[str, str]:
     """What an approval signs: the request as the server recorded it."""
     return {"answer": "approve", "request": row["id"], "user": row["user_name"],
             "terminal": row["terminal_name"], "action": row["action_name"],
             "requester": row["requester_name"]}
 
 
-def pairing_binding(row: sqlite3.Row) -> dict[str, str]:
+def pairing_binding(row: Record) -> dict[str, str]:
     """What accepting a pairing signs."""
     return {"answer": "accept", "pairing": row["id"], "user": row["user_name"],
             "requester": row["requester_name"]}
 
 
-def _device_view(row: sqlite3.Row) -> dict:
+def _device_view(row: Record) -> dict:
     return {"id": row["id"], "user": row["user_name"], "name": row["name"],
             "created": row["created"], "last_used": row["last_used"],
             "revoked": row["revoked"]}
@@ -122,14 +96,14 @@ class DeviceStore:
     def __init__(self, store: Store):
         self.store = store
         self.clock = store.clock
-        store.create_tables(SCHEMA)
 
     # -- settings ---------------------------------------------------------------------
 
     def set_public_url(self, url: str) -> None:
         """Remembered by ``serve`` so that ``device enroll`` prints links to it."""
         with self.store.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO web_settings VALUES ('public_url', ?)", (url,))
+            db.execute("INSERT INTO web_settings (name, value) VALUES ('public_url', ?)"
+                       " ON CONFLICT (name) DO UPDATE SET value = excluded.value", (url,))
 
     def public_url(self) -> str | None:
         with self.store.transaction(write=False) as db:
@@ -165,7 +139,7 @@ class DeviceStore:
                        (secret_hash(token), user_name, device_name, now, now + seconds))
         return token
 
-    def enrolment(self, token: str) -> sqlite3.Row:
+    def enrolment(self, token: str) -> Record:
         """The unused, unexpired enrolment of ``token``; one message for every refusal."""
         with self.store.transaction(write=False) as db:
             row = db.execute("SELECT * FROM enrol_tokens WHERE token_hash = ? AND used = 0"
@@ -196,14 +170,15 @@ class DeviceStore:
             if used.rowcount != 1:
                 raise BadRequest("This enrolment link is invalid, expired or already used;"
                                  " ask your administrator for a new one")
-            try:
-                db.execute("INSERT INTO devices (id, user_name, name, credential_id, credential,"
-                           " user_handle, sign_count, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (device_id, enrolment["user_name"], enrolment["device_name"],
-                            credential.credential_id, credential.credential_data, user_handle,
-                            credential.sign_count, now))
-            except sqlite3.IntegrityError:
-                raise Conflict("This passkey is already registered") from None
+            # The id is new: only the credential id can already be there.
+            added = db.execute(
+                "INSERT OR IGNORE INTO devices (id, user_name, name, credential_id, credential,"
+                " user_handle, sign_count, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (device_id, enrolment["user_name"], enrolment["device_name"],
+                 credential.credential_id, credential.credential_data, user_handle,
+                 credential.sign_count, now))
+            if added.rowcount != 1:
+                raise Conflict("This passkey is already registered")
             self._insert_session(db, session, device_id, now)
         return device_id, session
 
@@ -212,10 +187,11 @@ class DeviceStore:
     @staticmethod
     def _insert_session(db, session: str, device_id: str, now: float) -> None:
         db.execute("DELETE FROM phone_sessions WHERE expires <= ?", (now,))
-        db.execute("INSERT INTO phone_sessions VALUES (?, ?, ?, ?)",
+        db.execute("INSERT INTO phone_sessions (token_hash, device_id, created, expires)"
+                   " VALUES (?, ?, ?, ?)",
                    (secret_hash(session), device_id, now, now + SESSION_SECONDS))
 
-    def session_device(self, session: str | None) -> sqlite3.Row | None:
+    def session_device(self, session: str | None) -> Record | None:
         """The active device of a session cookie, or None (unknown, expired, revoked)."""
         if not session:
             return None
@@ -302,8 +278,7 @@ class DeviceStore:
             raise BadRequest("Missing or malformed challenge id")
         with self.store.transaction(write=False) as db:
             row = db.execute(
-                "SELECT nonce FROM webauthn_challenges WHERE id = ? AND purpose = ? AND"
-                " subject = ? AND device_id IS ? AND used = 0 AND expires > ?",
+                "SELECT nonce FROM webauthn_challenges WHERE " + _CHALLENGE_USABLE,
                 (challenge_id, purpose, subject, device_id, self.clock())).fetchone()
         if row is None:
             raise BadRequest("This passkey prompt expired or was already used; try again")
@@ -312,13 +287,12 @@ class DeviceStore:
     def _consume_challenge(self, db, challenge_id: str, purpose: str, subject: str,
                            device_id: str | None) -> None:
         used = db.execute(
-            "UPDATE webauthn_challenges SET used = 1 WHERE id = ? AND purpose = ? AND"
-            " subject = ? AND device_id IS ? AND used = 0 AND expires > ?",
+            "UPDATE webauthn_challenges SET used = 1 WHERE " + _CHALLENGE_USABLE,
             (challenge_id, purpose, subject, device_id, self.clock()))
         if used.rowcount != 1:
             raise BadRequest("This passkey prompt expired or was already used; try again")
 
-    def _record_use(self, db, device: sqlite3.Row, sign_count: int) -> None:
+    def _record_use(self, db, device: Record, sign_count: int) -> None:
         """Move the device's sign count forward; refuses a revoked device or a stale count."""
         now = self.clock()
         updated = db.execute(
@@ -329,7 +303,7 @@ class DeviceStore:
             raise Unauthorized("This device is revoked, or its passkey's signature counter"
                                " went backwards (a cloned passkey?)")
 
-    def _audit(self, db, device: sqlite3.Row, kind: str, subject_id: str, answer: str,
+    def _audit(self, db, device: Record, kind: str, subject_id: str, answer: str,
                detail: Mapping[str, str], assertion: Mapping[str, str] | None) -> None:
         db.execute("INSERT INTO phone_answers (at, user_name, device_id, device_name, kind,"
                    " subject_id, answer, detail, assertion) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -342,7 +316,7 @@ class DeviceStore:
     def _fresh(self, created: float | None) -> bool:
         return created is not None and self.clock() - created <= REQUEST_MAX_AGE
 
-    def request_for_phone(self, request_id: str, user_name: str) -> sqlite3.Row:
+    def request_for_phone(self, request_id: str, user_name: str) -> Record:
         """A pending, recent request of this user, as the server recorded it."""
         with self.store.transaction(write=False) as db:
             row = db.execute(_REQUEST_FOR_PHONE + " WHERE r.id = ? AND u.name = ?",
@@ -359,7 +333,7 @@ class DeviceStore:
         """The user's pending, recent requests, newest first, as the page shows them."""
         with self.store.transaction(write=False) as db:
             rows = db.execute(_REQUEST_FOR_PHONE + " WHERE r.pending = 1 AND u.name = ?"
-                              " AND rt.created > ? AND " + _REQUEST_NO_RULE_DUE
+                              " AND r.created > ? AND " + _REQUEST_NO_RULE_DUE
                               + " ORDER BY r.seq DESC",
                               (user_name, self.clock() - REQUEST_MAX_AGE,
                                self.clock())).fetchall()
@@ -368,7 +342,7 @@ class DeviceStore:
                  "requester": row["requester_name"], "age": max(0, int(now - row["created"]))}
                 for row in rows]
 
-    def answer_request(self, device: sqlite3.Row, request: sqlite3.Row,
+    def answer_request(self, device: Record, request: Record,
                        granted: bool, challenge_id: str | None = None,
                        sign_count: int | None = None,
                        assertion: Mapping[str, str] | None = None) -> None:
@@ -399,7 +373,7 @@ class DeviceStore:
 
     # -- pairings ---------------------------------------------------------------------------------
 
-    def pairing_for_phone(self, pairing_id: str, user_name: str) -> sqlite3.Row:
+    def pairing_for_phone(self, pairing_id: str, user_name: str) -> Record:
         with self.store.transaction(write=False) as db:
             row = db.execute(_PAIRING_FOR_PHONE + " WHERE p.id = ? AND u.name = ?",
                              (pairing_id, user_name)).fetchone()
@@ -417,11 +391,11 @@ class DeviceStore:
                               (user_name, self.clock())).fetchall()
         return [{"id": row["id"], "requester": row["requester_name"]} for row in rows]
 
-    def _open(self, row: sqlite3.Row) -> bool:
+    def _open(self, row: Record) -> bool:
         """Pending, and no simulator rule has come due (it answers first)."""
         return bool(row["pending"]) and (row["auto_at"] is None or row["auto_at"] > self.clock())
 
-    def answer_pairing(self, device: sqlite3.Row, pairing: sqlite3.Row,
+    def answer_pairing(self, device: Record, pairing: Record,
                        accept: bool, challenge_id: str | None = None,
                        sign_count: int | None = None,
                        assertion: Mapping[str, str] | None = None) -> None:

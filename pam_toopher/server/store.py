@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import totp
-from .database import Migration, StorageError, open_database
+from .database import Migration, open_database
 from .errors import (PAIRING_DEACTIVATED, PAIRING_NOT_AUTHORIZED, TERMINAL_UNKNOWN,
                      USER_DISABLED, USER_UNKNOWN, BadRequest, Conflict, Forbidden,
                      LimitExceeded, NotFound)
@@ -81,12 +81,52 @@ CREATE TABLE IF NOT EXISTS push_times (
 CREATE INDEX IF NOT EXISTS push_times_user ON push_times (user_id, created_at);
 """
 
+#: Version 2: the phone web app (devices.py) and Web Push (push.py).
+#: IF NOT EXISTS: an SQLite database made before versions were recorded may
+#: hold these tables already (devices.py created them itself).  Such a
+#: database also holds a trigger that recorded each request's creation time
+#: in request_times; the time is now the request's own ``created`` column,
+#: written by initiate(), so the trigger and its table go (the few requests
+#: pending during the upgrade are then not shown on the phone page: no time,
+#: no approval).  DROP TRIGGER is skipped on PostgreSQL (database.py, rule 6).
+WEB_APP_SCHEMA = """
+CREATE TABLE IF NOT EXISTS web_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS enrol_tokens (
+    token_hash TEXT PRIMARY KEY, user_name TEXT NOT NULL, device_name TEXT NOT NULL,
+    created REAL NOT NULL, expires REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS devices (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, user_name TEXT NOT NULL,
+    name TEXT NOT NULL, credential_id BLOB NOT NULL UNIQUE, credential BLOB NOT NULL,
+    user_handle BLOB NOT NULL, sign_count INTEGER NOT NULL, created REAL NOT NULL,
+    last_used REAL, revoked REAL);
+CREATE TABLE IF NOT EXISTS phone_sessions (
+    token_hash TEXT PRIMARY KEY, device_id TEXT NOT NULL,
+    created REAL NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS webauthn_challenges (
+    id TEXT PRIMARY KEY, purpose TEXT NOT NULL, subject TEXT NOT NULL, device_id TEXT,
+    nonce BLOB NOT NULL, expires REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS phone_answers (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, user_name TEXT NOT NULL,
+    device_id TEXT NOT NULL, device_name TEXT NOT NULL, kind TEXT NOT NULL,
+    subject_id TEXT NOT NULL, answer TEXT NOT NULL, detail TEXT NOT NULL, assertion TEXT);
+-- Web Push (push.py): one subscription per device, deleted with the device's
+-- revocation or when the push service says it is gone (404/410).
+CREATE TABLE IF NOT EXISTS push_subscriptions (
+    device_id TEXT PRIMARY KEY, endpoint TEXT NOT NULL, p256dh TEXT NOT NULL,
+    auth TEXT NOT NULL, created REAL NOT NULL);
+-- When the request was made: its age on the phone page, the approval deadline.
+ALTER TABLE auth_requests ADD COLUMN created REAL;
+DROP TRIGGER IF EXISTS request_times_on_insert;
+DROP TABLE IF EXISTS request_times;
+"""
+
 #: The schema's versions, applied in order at start (database.py, rule 6).
 #: Version 1 is the schema of 0.1.0 plus the limits' tables; its
 #: CREATE ... IF NOT EXISTS also brings a database made before versions
-#: were recorded up to date.  A later change is a new (2, DDL) entry.
+#: were recorded up to date.  A later change is a new (3, DDL) entry.
 MIGRATIONS: Tuple[Migration, ...] = (
     (1, SCHEMA),
+    (2, WEB_APP_SCHEMA),
 )
 
 #: Seconds a nonce is remembered; must cover the OAuth timestamp window.
@@ -218,16 +258,6 @@ class Store:
         """A transaction, for the stores of other tables (``devices.py``); it
         wakes long polls like the store's own."""
         return self._tx(write=write, quiet=quiet)
-
-    def create_tables(self, schema: str) -> None:
-        """Run another module's ``CREATE ... IF NOT EXISTS`` script.  The phone
-        web app's tables (devices.py) are written for SQLite so far (a trigger,
-        SQLite functions): on PostgreSQL this refuses, so the web app is not
-        started there rather than half working."""
-        if self.backend != "sqlite":
-            raise StorageError("the phone web app (--public-url) needs the SQLite backend "
-                               "in this version")
-        self._backend.run_script(schema)
 
     def change_mark(self) -> int:
         """Take before reading; wait_for_change(timeout, mark) then returns at
@@ -550,10 +580,10 @@ class Store:
             db.execute(
                 "INSERT INTO auth_requests (id, requester_id, user_id, pairing_id, terminal_id,"
                 " action_id, automation_allowed, challenge_required, auto_grant, auto_automated,"
-                " auto_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " auto_at, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (request_id, requester_id, user["id"], pairing["id"], terminal["id"],
                  self._action_id(db, requester_id, action_name), int(automation_allowed),
-                 int(challenge_required), auto_grant, auto_automated, auto_at))
+                 int(challenge_required), auto_grant, auto_automated, auto_at, self.clock()))
             locked = None if otp is None else self._resolve_by_otp(db, request_id, pairing, otp)
         if locked is not None:
             raise locked
