@@ -1,7 +1,8 @@
 """The Toopher phone app, simulated on the server's database.
 
-It works on the SQLite file directly, so a test (or ``toopher-server phone``)
-in another process can pair, approve and deny while the server runs.  The
+It works on the server's database directly (the SQLite file or PostgreSQL,
+through :class:`~.store.Store`), so a test (or ``toopher-server phone``) in
+another process can pair, approve and deny while the server runs.  The
 rules themselves live in :class:`~.store.Store`; this is the app's view.
 """
 import time
