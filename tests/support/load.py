@@ -15,17 +15,29 @@ the module's own failover is not used here.  User ``i`` is approved when
 ``i`` is even and denied when odd, ``rule_delay`` seconds after its request
 was made; that moment (the request's ``auto_at``) is the approval, and the
 approval-to-decision time is measured from it to the client's decision.
+
+``PamLogins`` runs a share of the logins through the module itself
+(pamtester, root only): throwaway local users, one PAM service whose config
+lists every instance's URL in ``api_url``, so that after the kill the
+module's own failover moves the wait to the next instance.
 """
+import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import requests
 from requests_oauthlib import OAuth1
 
 from pam_toopher.server.phone import Phone
 from pam_toopher.server.store import Store
+from tests.support.pam import (LocalUser, PamResult, PamService, config_text,
+                               create_local_user, delete_local_user, parse_audit_line,
+                               password_then_toopher, run_pamtester, write_hook,
+                               write_private_file)
 
 TERMINAL = "load-host"
 LONG_POLL = "10"
@@ -111,20 +123,30 @@ def _requests_by_user(store: Store, users: Sequence[str]) -> Dict[str, List[Tupl
     return rows
 
 
-def prepare_users(store: Store, requester_id: str, count: int, prefix: str,
-                  rule_delay: float) -> List[Tuple[str, bool]]:
-    """``count`` users paired with a terminal and a phone rule: (name, approved?)."""
+def pair_with_rule(store: Store, requester_id: str, names: Sequence[str],
+                   rule_delay: float) -> List[Tuple[str, bool]]:
+    """Pair each user (the phone accepting) and give it a phone rule: the
+    ``i``-th approves when ``i`` is even, denies when odd, ``rule_delay`` s
+    after each request.  [(name, approved?)]."""
     phone = Phone(store)
     users = []
-    for index in range(count):
-        name = f"{prefix}-{index}"
+    for index, name in enumerate(names):
         pairing = store.create_pairing(requester_id, name, "phrase",
                                        phone.make_pairing_phrase(name))
         phone.accept_pairing(pairing["id"])
-        store.create_terminal(requester_id, name, "load terminal", TERMINAL)
         approve = index % 2 == 0
         phone.set_rule(name, "approve" if approve else "deny", delay=rule_delay)
         users.append((name, approve))
+    return users
+
+
+def prepare_users(store: Store, requester_id: str, count: int, prefix: str,
+                  rule_delay: float) -> List[Tuple[str, bool]]:
+    """``count`` users paired with a terminal and a phone rule: (name, approved?)."""
+    users = pair_with_rule(store, requester_id, [f"{prefix}-{i}" for i in range(count)],
+                           rule_delay)
+    for name, _ in users:
+        store.create_terminal(requester_id, name, "load terminal", TERMINAL)
     return users
 
 
@@ -210,3 +232,179 @@ def run_logins(urls: Sequence[str], key: str, secret: str, users: Sequence[Tuple
                               ).fetchall():
             approvals[row[0]] = row[1]
     return Report(logins, began, all_initiated, finished, approvals)
+
+
+# ------------------------------------------------------ through pamtester
+
+#: The module prompts for the code from the app this long into the wait; an
+#: empty line (Enter) keeps waiting.  Spare empty lines cover a repeated prompt.
+PAM_OTP_PROMPT_AFTER = 1
+PAM_ANSWERS_AFTER_PASSWORD = 5
+#: The module's wait must span the rule's delay and the kill, well inside
+#: sshd's LoginGraceTime (auth_timeout + http_timeout < 120).
+PAM_WAIT_MARGIN = 30.0
+PAM_HTTP_TIMEOUT = 5
+
+
+@dataclass
+class PamLogin:
+    user: LocalUser
+    expected: bool
+    result: Optional[PamResult] = None
+    audit: Dict[str, str] = field(default_factory=dict)
+    error: Optional[str] = None
+
+    @property
+    def granted(self) -> Optional[bool]:
+        """What PAM answered, if the login ended (pamtester's exit status)."""
+        return None if self.result is None else self.result.ok
+
+
+class PamLogins:
+    """``count`` logins through pamtester, the real PAM stack and this
+    checkout's module (root only).  A context manager: the local users, the
+    PAM service and the private directory (hook, config, audit log) are
+    removed on every way out.
+
+        with PamLogins(4) as pam:
+            pam.configure(store, requester_id, [a.url, b.url], key, secret, rule_delay=3)
+            pam.start()
+            pam.wait_requested(store, timeout=60)   # every push made
+            ...                                     # kill A mid-wait
+            pam.finish()
+            pam.problems(store)                     # [] when all decided as the phone said
+    """
+
+    def __init__(self, count: int):
+        self.count = count
+        self.logins: List[PamLogin] = []
+        self.service: Optional[PamService] = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="toopher-bench-pam-")
+        self.directory = Path(self._tmp.name)
+        self.directory.chmod(0o700)
+        self.config_path = self.directory / "toopher.conf"
+        self.audit_path = self.directory / "audit.log"
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._futures: List[Future] = []
+        self.auth_timeout = 0
+
+    def __enter__(self) -> "PamLogins":
+        try:
+            for _ in range(self.count):
+                self.logins.append(PamLogin(create_local_user(), False))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            # pamtester ends by itself within auth_timeout; its users go after it.
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self.service is not None:
+            self.service.remove()
+            self.service = None
+        for login in self.logins:
+            delete_local_user(login.user.name)
+        self.logins = []
+        self._tmp.cleanup()
+
+    def configure(self, store: Store, requester_id: str, urls: Sequence[str], key: str,
+                  secret: str, rule_delay: float, ca_bundle: Optional[str] = None) -> None:
+        """Pair the users with phone rules, write the config (every URL in
+        ``api_url``, in order) and the PAM service."""
+        expected = dict(pair_with_rule(store, requester_id,
+                                       [login.user.name for login in self.logins], rule_delay))
+        for login in self.logins:
+            login.expected = expected[login.user.name]
+        self.auth_timeout = round(rule_delay + PAM_WAIT_MARGIN)
+        options: Dict[str, object] = {
+            "api_url": " ".join(urls), "consumer_key": key, "consumer_secret": secret,
+            "ca_bundle": ca_bundle, "auth_timeout": self.auth_timeout,
+            "http_timeout": PAM_HTTP_TIMEOUT, "otp_prompt_after": PAM_OTP_PROMPT_AFTER,
+            "audit_log": str(self.audit_path)}
+        write_private_file(self.config_path, config_text(options))
+        hook = write_hook(self.directory)
+        self.service = PamService(password_then_toopher(hook, self.config_path))
+
+    def start(self) -> None:
+        """Every pamtester at once, each in its own thread."""
+        assert self.service is not None, "configure() first"
+        self._pool = ThreadPoolExecutor(max_workers=max(1, self.count))
+        timeout = self.auth_timeout + 60  # pamtester's bound: the module's, with room
+        for login in self.logins:
+            answers = [login.user.password] + [""] * PAM_ANSWERS_AFTER_PASSWORD
+            self._futures.append(self._pool.submit(
+                run_pamtester, self.service.name, login.user.name, answers,
+                items={"rhost": "203.0.113.5"}, timeout=timeout))
+
+    def wait_requested(self, store: Store, timeout: float) -> bool:
+        """True once every pamtester login has its request in the store."""
+        names = [login.user.name for login in self.logins]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            made = _requests_by_user(store, names)
+            if all(made.get(name) for name in names):
+                return True
+            if all(future.done() for future in self._futures):
+                return False
+            time.sleep(0.1)
+        return False
+
+    def finish(self) -> None:
+        """Wait for every pamtester and read the audit lines."""
+        for login, future in zip(self.logins, self._futures):
+            try:
+                login.result = future.result()
+            except Exception as failure:  # a timeout: kept for the report
+                login.error = f"{type(failure).__name__}: {failure}"
+        lines = ([parse_audit_line(line) for line in self.audit_path.read_text().splitlines()]
+                 if self.audit_path.exists() else [])
+        by_user: Dict[str, List[Dict[str, str]]] = {}
+        for line in lines:
+            by_user.setdefault(line.get("user", ""), []).append(line)
+        for login in self.logins:
+            found = by_user.get(login.user.name, [])
+            login.audit = found[0] if len(found) == 1 else {}
+            if len(found) != 1:
+                login.error = login.error or f"{len(found)} audit lines"
+
+    def failed_over(self, first_url: str) -> int:
+        """Logins the module decided through a URL other than the first."""
+        return sum(bool(login.audit.get("answered_by"))
+                   and not login.audit["answered_by"].startswith(first_url)
+                   for login in self.logins)
+
+    def problems(self, store: Store) -> List[str]:
+        """Undecided, wrong, lost or doubled pamtester logins: PAM's answer
+        and the audit line as the phone rule said, one request each,
+        stored as decided."""
+        found = []
+        for login in self.logins:
+            name = login.user.name
+            outcome = "granted" if login.expected else "denied"
+            if login.error or login.result is None:
+                found.append(f"{name} (pamtester): {login.error}; {login.result}")
+            elif login.granted != login.expected or login.audit.get("outcome") != outcome:
+                found.append(f"{name} (pamtester): PAM ok={login.granted}, audit "
+                             f"{login.audit}, expected {outcome}; {login.result}")
+        rows = _requests_by_user(store, [login.user.name for login in self.logins])
+        for login in self.logins:
+            made = rows.get(login.user.name, [])
+            if len(made) != 1:
+                found.append(f"{login.user.name} (pamtester): {len(made)} requests made, "
+                             "expected 1")
+            elif (made[0][1:] != (0, int(login.expected))
+                  or made[0][0] != login.audit.get("request")):
+                found.append(f"{login.user.name} (pamtester): stored {made[0]}, audit "
+                             f"{login.audit}")
+        return found
+
+    def correct(self, store: Store) -> int:
+        """How many pamtester logins were decided as the phone said."""
+        wrong = {problem.split(" ", 1)[0] for problem in self.problems(store)}
+        return sum(login.user.name not in wrong for login in self.logins)
