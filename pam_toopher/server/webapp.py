@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
-from typing import Any
+from typing import Any, Tuple
 
 from .devices import SESSION_SECONDS, DeviceStore, pairing_binding, request_binding
 from .errors import BadRequest, Forbidden, NotFound, ServerError, Unauthorized
@@ -358,27 +358,47 @@ class WebApp:
         self.devices.delete_push_subscription(device["id"])
         return _json_response(200, {"subscribed": False})
 
-    # -- requests -------------------------------------------------------------------------------
+    # -- passkey answers: a request's approval, a pairing's acceptance ------------------
 
-    def request_options(self, request: _Request, id: str) -> Response:
+    def _subject(self, purpose: str, id: str, user_name: str) -> Tuple[Any, dict]:
+        """The server's own record of what is answered, and the fields the
+        challenge binds (never what the page sends)."""
+        if purpose == "approve":
+            row = self.devices.request_for_phone(id, user_name)
+            return row, request_binding(row)
+        row = self.devices.pairing_for_phone(id, user_name)
+        return row, pairing_binding(row)
+
+    def _assertion_options(self, request: _Request, id: str, purpose: str) -> Response:
         device, _ = self._session(request, csrf=True)
-        row = self.devices.request_for_phone(id, device["user_name"])
-        challenge_id, nonce = self.devices.new_challenge("approve", id, device["id"])
-        options = self.rp.assertion_options(bound_challenge(nonce, request_binding(row)),
+        _, binding = self._subject(purpose, id, device["user_name"])
+        challenge_id, nonce = self.devices.new_challenge(purpose, id, device["id"])
+        options = self.rp.assertion_options(bound_challenge(nonce, binding),
                                             [bytes(device["credential_id"])])
         return _json_response(200, {"challengeId": challenge_id, "publicKey": options})
 
-    def approve(self, request: _Request, id: str) -> Response:
+    def _verified_assertion(self, request: _Request, id: str,
+                            purpose: str) -> Tuple[Any, Any, Any, int, dict]:
+        """(device, row, challenge id, sign count, assertion record) of a
+        passkey assertion over this subject's single-use challenge."""
         device, _ = self._session(request, csrf=True)
         challenge_id = request.json().get("challengeId")
-        nonce = self.devices.challenge_nonce(challenge_id, "approve", id, device["id"])
-        # Rebuilt from the server's record of the request, never from the page.
-        row = self.devices.request_for_phone(id, device["user_name"])
+        nonce = self.devices.challenge_nonce(challenge_id, purpose, id, device["id"])
+        row, binding = self._subject(purpose, id, device["user_name"])
         credential = self._credential(request)
-        sign_count = self.rp.verify_assertion(bound_challenge(nonce, request_binding(row)),
+        sign_count = self.rp.verify_assertion(bound_challenge(nonce, binding),
                                               bytes(device["credential"]), credential)
-        self.devices.answer_request(device, row, True, challenge_id, sign_count,
-                                    _assertion_record(credential))
+        return device, row, challenge_id, sign_count, _assertion_record(credential)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def request_options(self, request: _Request, id: str) -> Response:
+        return self._assertion_options(request, id, "approve")
+
+    def approve(self, request: _Request, id: str) -> Response:
+        device, row, challenge_id, sign_count, record = self._verified_assertion(
+            request, id, "approve")
+        self.devices.answer_request(device, row, True, challenge_id, sign_count, record)
         return _json_response(200, {"answered": "approve"})
 
     def deny(self, request: _Request, id: str) -> Response:
@@ -390,23 +410,12 @@ class WebApp:
     # -- pairings --------------------------------------------------------------------------------
 
     def pairing_options(self, request: _Request, id: str) -> Response:
-        device, _ = self._session(request, csrf=True)
-        row = self.devices.pairing_for_phone(id, device["user_name"])
-        challenge_id, nonce = self.devices.new_challenge("pair", id, device["id"])
-        options = self.rp.assertion_options(bound_challenge(nonce, pairing_binding(row)),
-                                            [bytes(device["credential_id"])])
-        return _json_response(200, {"challengeId": challenge_id, "publicKey": options})
+        return self._assertion_options(request, id, "pair")
 
     def accept_pairing(self, request: _Request, id: str) -> Response:
-        device, _ = self._session(request, csrf=True)
-        challenge_id = request.json().get("challengeId")
-        nonce = self.devices.challenge_nonce(challenge_id, "pair", id, device["id"])
-        row = self.devices.pairing_for_phone(id, device["user_name"])
-        credential = self._credential(request)
-        sign_count = self.rp.verify_assertion(bound_challenge(nonce, pairing_binding(row)),
-                                              bytes(device["credential"]), credential)
-        self.devices.answer_pairing(device, row, True, challenge_id, sign_count,
-                                    _assertion_record(credential))
+        device, row, challenge_id, sign_count, record = self._verified_assertion(
+            request, id, "pair")
+        self.devices.answer_pairing(device, row, True, challenge_id, sign_count, record)
         # Shown once, in this answer: the page does not keep it and no other
         # endpoint returns it.
         uri = otpauth_uri(row["totp_secret"], row["user_name"], row["requester_name"])
